@@ -1,0 +1,166 @@
+"""Adam on embedding tables: the rows of a batch (`lazy`) or every row of the table (`dense`).
+
+Symbols: V = table rows, K = columns of a row, U = unique ids in the batch.
+
+The update is Keras's Adam (the reference code's optimizer), per element:
+
+    m <- beta1 * m + (1 - beta1) * g
+    v <- beta2 * v + (1 - beta2) * g^2
+    w <- w - lr_t * m / (sqrt(v) + eps),    lr_t = lr * sqrt(1 - beta2^t) / (1 - beta1^t)
+
+`adam_rows` (lazy) touches only the U rows of the batch, whose gradient rows are given.
+`adam_table` (dense) touches all V rows, as Keras does when an L2 penalty lambda * sum(W^2)
+makes the table's gradient dense: a row of the batch gets its given gradient row (L2 and clip
+already applied by the caller), any other row gets 2 * lambda * w, clipped as a row seen once
+(cnt = 1) when `absent_ratio > 0` (the reference form clips the whole table's gradient).
+
+Layout: NumPy reference, Numba CPU version, Numba CUDA version with its launcher; the CPU and
+CUDA kernels share `adam_element` and `absent_row_scale`.
+"""
+import math
+
+import numba
+import numpy as np
+from numba import cuda
+
+from engine.kernels.common import array_module_of, for_cuda, launch
+from engine.kernels.cowclip import clip_scale
+
+
+@numba.njit(cache=True)
+def adam_element(w, m, v, g, lr_t, beta1, beta2, eps):
+    m = beta1 * m + (1.0 - beta1) * g
+    v = beta2 * v + (1.0 - beta2) * g * g
+    w = w - lr_t * m / (math.sqrt(v) + eps)
+    return w, m, v
+
+
+@numba.njit(cache=True)
+def absent_row_scale(weight_sq, l2, absent_ratio, absent_floor):
+    """Clip scale of the L2-only gradient 2*l2*w of a row absent from the batch (cnt = 1)."""
+    if absent_ratio <= 0.0:
+        return 1.0
+    weight_norm = math.sqrt(weight_sq)
+    return clip_scale(2.0 * l2 * weight_norm, weight_norm, 1.0, absent_ratio, absent_floor)
+
+
+@numba.njit(cache=True)
+def update_table_row(table, m, v, r, u, row_grads, l2, absent_ratio, absent_floor,
+                     lr_t, beta1, beta2, eps):
+    """Adam on table row r: gradient row u if r is in the batch (u >= 0), else its L2 term."""
+    if u >= 0:
+        for c in range(table.shape[1]):
+            table[r, c], m[r, c], v[r, c] = adam_element(
+                table[r, c], m[r, c], v[r, c], row_grads[u, c], lr_t, beta1, beta2, eps)
+        return
+    weight_sq = 0.0
+    for c in range(table.shape[1]):
+        weight_sq += float(table[r, c]) ** 2
+    s = 2.0 * l2 * absent_row_scale(weight_sq, l2, absent_ratio, absent_floor)
+    for c in range(table.shape[1]):
+        table[r, c], m[r, c], v[r, c] = adam_element(
+            table[r, c], m[r, c], v[r, c], s * table[r, c], lr_t, beta1, beta2, eps)
+
+
+# --------------------------------------------------------------------------------------------
+# NumPy reference (in place, like the kernels)
+
+
+def adam_rows_reference(table, m, v, ids, row_grads, lr_t, beta1, beta2, eps):
+    g = row_grads
+    m[ids] = beta1 * m[ids] + (1.0 - beta1) * g
+    v[ids] = beta2 * v[ids] + (1.0 - beta2) * g * g
+    table[ids] -= lr_t * m[ids] / (np.sqrt(v[ids]) + eps)
+
+
+def adam_table_reference(table, m, v, ids, row_grads, l2, absent_ratio, absent_floor,
+                         lr_t, beta1, beta2, eps):
+    g = 2.0 * l2 * table                                            # (V, K)
+    if absent_ratio > 0.0:
+        weight_norm = np.linalg.norm(table.astype(np.float64), axis=1)   # (V,)
+        threshold = np.maximum(absent_ratio * weight_norm, absent_floor)
+        grad_norm = 2.0 * l2 * weight_norm
+        binds = grad_norm > threshold
+        g = g * np.where(binds, threshold / np.where(binds, grad_norm, 1.0), 1.0)[:, None]
+    g = g.astype(table.dtype)
+    g[ids] = row_grads
+    m[...] = beta1 * m + (1.0 - beta1) * g
+    v[...] = beta2 * v + (1.0 - beta2) * g * g
+    table -= lr_t * m / (np.sqrt(v) + eps)
+
+
+# --------------------------------------------------------------------------------------------
+# Numba CPU
+
+
+@numba.njit(parallel=True, cache=True)
+def adam_rows_cpu(table, m, v, ids, row_grads, lr_t, beta1, beta2, eps):
+    for u in numba.prange(ids.shape[0]):
+        r = ids[u]
+        for c in range(table.shape[1]):
+            table[r, c], m[r, c], v[r, c] = adam_element(
+                table[r, c], m[r, c], v[r, c], row_grads[u, c], lr_t, beta1, beta2, eps)
+
+
+@numba.njit(parallel=True, cache=True)
+def _adam_table_cpu(table, m, v, position, row_grads, l2, absent_ratio, absent_floor,
+                    lr_t, beta1, beta2, eps):
+    for r in numba.prange(table.shape[0]):
+        update_table_row(table, m, v, r, position[r], row_grads, l2, absent_ratio, absent_floor,
+                         lr_t, beta1, beta2, eps)
+
+
+def row_positions(xp, num_rows: int, ids):
+    """position [V]: u where ids[u] == r, else -1."""
+    position = xp.full(num_rows, -1, dtype=xp.int32)
+    position[ids] = xp.arange(ids.shape[0], dtype=xp.int32)
+    return position
+
+
+def adam_table_cpu(table, m, v, ids, row_grads, l2, absent_ratio, absent_floor,
+                   lr_t, beta1, beta2, eps):
+    position = row_positions(np, table.shape[0], ids)
+    _adam_table_cpu(table, m, v, position, row_grads, l2, absent_ratio, absent_floor,
+                    lr_t, beta1, beta2, eps)
+
+
+# --------------------------------------------------------------------------------------------
+# Numba CUDA: one thread per element for rows, one thread per row for the table (the absent
+# rows' clip needs the row norm).
+
+
+_adam_element_device = for_cuda(adam_element)
+_update_table_row_device = for_cuda(update_table_row)
+
+
+@cuda.jit
+def _adam_rows_kernel(table, m, v, ids, row_grads, lr_t, beta1, beta2, eps):
+    t = cuda.grid(1)
+    k = table.shape[1]
+    if t < ids.shape[0] * k:
+        u = t // k
+        c = t - u * k
+        r = ids[u]
+        table[r, c], m[r, c], v[r, c] = _adam_element_device(
+            table[r, c], m[r, c], v[r, c], row_grads[u, c], lr_t, beta1, beta2, eps)
+
+
+@cuda.jit
+def _adam_table_kernel(table, m, v, position, row_grads, l2, absent_ratio, absent_floor,
+                       lr_t, beta1, beta2, eps):
+    r = cuda.grid(1)
+    if r < table.shape[0]:
+        _update_table_row_device(table, m, v, r, position[r], row_grads, l2,
+                                 absent_ratio, absent_floor, lr_t, beta1, beta2, eps)
+
+
+def adam_rows_cuda(table, m, v, ids, row_grads, lr_t, beta1, beta2, eps):
+    launch(_adam_rows_kernel, ids.shape[0] * table.shape[1],
+           table, m, v, ids, row_grads, lr_t, beta1, beta2, eps)
+
+
+def adam_table_cuda(table, m, v, ids, row_grads, l2, absent_ratio, absent_floor,
+                    lr_t, beta1, beta2, eps):
+    position = row_positions(array_module_of(table), table.shape[0], ids)
+    launch(_adam_table_kernel, table.shape[0], table, m, v, position, row_grads, l2,
+           absent_ratio, absent_floor, lr_t, beta1, beta2, eps)

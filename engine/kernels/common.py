@@ -1,0 +1,32 @@
+"""Helpers shared by the kernel files: which array module holds an array, and a 1-D launch."""
+import numpy as np
+
+THREADS_PER_BLOCK = 256
+
+
+def array_module_of(array):
+    """numpy for host arrays, cupy for device arrays (the CUDA simulator works on numpy arrays)."""
+    if isinstance(array, np.ndarray):
+        return np
+    import cupy
+
+    return cupy
+
+
+def launch(kernel, num_threads: int, *args) -> None:
+    """Run a `cuda.jit` kernel with one thread per item; each kernel guards `if t < n`."""
+    if num_threads > 0:
+        blocks = (num_threads + THREADS_PER_BLOCK - 1) // THREADS_PER_BLOCK
+        kernel[blocks, THREADS_PER_BLOCK](*args)
+
+
+def for_cuda(helper):
+    """The form of an `@njit` helper that a `@cuda.jit` kernel calls.
+
+    On a GPU, Numba compiles the helper for the device. The CUDA simulator instead runs kernels
+    as Python with stand-in arrays that `@njit` cannot type, so there the kernel calls the
+    helper's Python function.
+    """
+    from numba import config
+
+    return helper.py_func if config.ENABLE_CUDASIM else helper

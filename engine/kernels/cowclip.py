@@ -1,0 +1,89 @@
+"""CowClip's per-row clip, fused with the row norms (Algorithm 1 of arXiv 2204.06240).
+
+Symbols: U = unique ids in the batch, K = embedding dim, V = table rows.
+
+For each id k present in the batch, with g_k its summed gradient row, w_k its embedding row and
+cnt_k its number of occurrences:
+
+    threshold_k = cnt_k * max(ratio * ||w_k||, floor)
+    g_k        <- g_k * min(1, threshold_k / ||g_k||)      (a zero row stays zero)
+
+`ratio` and `floor` come from `engine.cowclip.clip_constants`, which maps the paper's (r, zeta)
+and the reference code's (r, bound) onto them.
+
+Layout: NumPy reference, Numba CPU version, Numba CUDA version with its launcher. The CPU and
+CUDA kernels share `clip_scale`, so their arithmetic is the same lines.
+"""
+import math
+
+import numba
+import numpy as np
+from numba import cuda
+
+from engine.kernels.common import for_cuda, launch
+
+
+@numba.njit(cache=True)
+def clip_scale(grad_norm, weight_norm, count, ratio, floor):
+    """min(1, cnt * max(ratio * ||w||, floor) / ||g||), and 1 for a zero gradient."""
+    threshold = count * max(ratio * weight_norm, floor)
+    if grad_norm > threshold:
+        return threshold / grad_norm
+    return 1.0
+
+
+@numba.njit(cache=True)
+def clip_row(row_grads, table, ids, counts, ratio, floor, scales, u):
+    """Clip gradient row u in place (norms in float64), write its scale."""
+    grad_sq = 0.0
+    weight_sq = 0.0
+    for c in range(row_grads.shape[1]):
+        grad_sq += float(row_grads[u, c]) ** 2
+        weight_sq += float(table[ids[u], c]) ** 2
+    s = clip_scale(math.sqrt(grad_sq), math.sqrt(weight_sq), counts[u], ratio, floor)
+    scales[u] = s
+    if s < 1.0:
+        for c in range(row_grads.shape[1]):
+            row_grads[u, c] *= s
+
+
+# --------------------------------------------------------------------------------------------
+# NumPy reference
+
+
+def cowclip_rows_reference(row_grads, table, ids, counts, ratio: float, floor: float):
+    """row_grads [U, K], table [V, K], ids [U], counts [U] -> (clipped [U, K], scales [U])."""
+    weight_norm = np.linalg.norm(table[ids].astype(np.float64), axis=1)   # (U,)
+    grad_norm = np.linalg.norm(row_grads.astype(np.float64), axis=1)      # (U,)
+    threshold = counts * np.maximum(ratio * weight_norm, floor)           # (U,)
+    binds = grad_norm > threshold
+    scales = np.where(binds, threshold / np.where(binds, grad_norm, 1.0), 1.0)
+    return (row_grads * scales[:, None]).astype(row_grads.dtype), scales
+
+
+# --------------------------------------------------------------------------------------------
+# Numba CPU: clips row_grads in place, writes scales [U].
+
+
+@numba.njit(parallel=True, cache=True)
+def cowclip_rows_cpu(row_grads, table, ids, counts, ratio, floor, scales):
+    for u in numba.prange(row_grads.shape[0]):
+        clip_row(row_grads, table, ids, counts, ratio, floor, scales, u)
+
+
+# --------------------------------------------------------------------------------------------
+# Numba CUDA: one thread per unique id (K is small, so a row is one thread's work).
+
+
+_clip_row_device = for_cuda(clip_row)
+
+
+@cuda.jit
+def _cowclip_rows_kernel(row_grads, table, ids, counts, ratio, floor, scales):
+    u = cuda.grid(1)
+    if u < row_grads.shape[0]:
+        _clip_row_device(row_grads, table, ids, counts, ratio, floor, scales, u)
+
+
+def cowclip_rows_cuda(row_grads, table, ids, counts, ratio, floor, scales):
+    launch(_cowclip_rows_kernel, row_grads.shape[0], row_grads, table, ids, counts, ratio, floor, scales)

@@ -1,0 +1,23 @@
+"""Factorization-machine second-order term. Symbols: B batch, F sparse fields, K embedding dim.
+
+    fm[b] = sum_{f < g} <e[b, f], e[b, g]>
+          = 0.5 * sum_k ( (sum_f e[b, f, k])^2 - sum_f e[b, f, k]^2 )
+                         square_of_sum          sum_of_squares
+
+    d fm[b] / d e[b, f, k] = sum_g e[b, g, k] - e[b, f, k]
+"""
+
+
+def fm_forward(emb):
+    """emb (B, F, K) -> out (B,)."""
+    field_sum = emb.sum(axis=1)                       # (B, K)
+    square_of_sum = field_sum * field_sum             # (B, K)
+    sum_of_squares = (emb * emb).sum(axis=1)          # (B, K)
+    out = 0.5 * (square_of_sum - sum_of_squares).sum(axis=1)  # (B,)
+    return out, (emb, field_sum)
+
+
+def fm_backward(dout, cache):
+    """dout (B,) -> demb (B, F, K)."""
+    emb, field_sum = cache
+    return dout[:, None, None] * (field_sum[:, None, :] - emb)  # (B, F, K)
