@@ -1,0 +1,87 @@
+"""meta.json of a dataset directory: the schema every shard is checked against.
+
+A dataset directory is complete exactly when its meta.json exists: writers build the directory under a
+temporary name, write meta.json last and then rename the directory into place (see writer.py), and
+meta.json itself is written to a temp file and renamed. So a crash never leaves a directory that
+load_meta accepts.
+
+Keys: format_version, kind ("criteo" | "avazu" | "synthetic"), sparse_features [{name, vocab_size}],
+dense_features [{name, transform}], splits {name: {rows, shards}}, source {path, bytes, sha256 | ...},
+options {...}; synthetic sets also carry bayes {test_auc, test_logloss}.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from dataio import FORMAT_VERSION
+
+META_NAME = "meta.json"
+REQUIRED_KEYS = ("format_version", "kind", "sparse_features", "dense_features", "splits", "source", "options")
+KINDS = ("criteo", "avazu", "synthetic")
+
+
+class MetaError(ValueError):
+    """meta.json is missing, stale or inconsistent; the message names the file and the fix."""
+
+
+def write_meta(data_dir: str | os.PathLike, meta: dict) -> Path:
+    """Write `meta` as data_dir/meta.json atomically (temp file + rename); returns the path."""
+    path = Path(data_dir) / META_NAME
+    meta = {"format_version": FORMAT_VERSION, **meta}
+    tmp = path.with_suffix(".json.tmp")
+    with open(tmp, "w") as f:
+        json.dump(meta, f, indent=1, sort_keys=False)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def load_meta(data_dir: str | os.PathLike) -> dict:
+    """Read and validate data_dir/meta.json; checks format version, keys and that every shard exists."""
+    data_dir = Path(data_dir)
+    path = data_dir / META_NAME
+    fix = "re-run preprocessing (python -m dataio.preprocess ...) or dataio.synthetic to rebuild it"
+    if not data_dir.is_dir():
+        raise MetaError(f"{data_dir}: dataset directory does not exist; {fix}")
+    if not path.is_file():
+        raise MetaError(f"{path}: missing, so {data_dir} is not a finished dataset (a write may have been "
+                        f"interrupted); {fix}")
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise MetaError(f"{path}: not valid JSON ({e}); {fix}") from e
+    if not isinstance(meta, dict):
+        raise MetaError(f"{path}: top level must be a JSON object; {fix}")
+    missing = [k for k in REQUIRED_KEYS if k not in meta]
+    if missing:
+        raise MetaError(f"{path}: missing key(s) {missing}; {fix}")
+    if meta["format_version"] != FORMAT_VERSION:
+        raise MetaError(f"{path}: format_version {meta['format_version']!r}, this code reads "
+                        f"{FORMAT_VERSION}; {fix}")
+    if meta["kind"] not in KINDS:
+        raise MetaError(f"{path}: kind {meta['kind']!r} not one of {KINDS}; {fix}")
+    for feat in meta["sparse_features"]:
+        if not {"name", "vocab_size"} <= set(feat) or int(feat["vocab_size"]) < 1:
+            raise MetaError(f"{path}: bad sparse feature entry {feat!r}; {fix}")
+    for split in ("train", "test"):
+        if split not in meta["splits"]:
+            raise MetaError(f"{path}: splits lacks {split!r}; {fix}")
+    for split, info in meta["splits"].items():
+        if not {"rows", "shards"} <= set(info):
+            raise MetaError(f"{path}: split {split!r} needs 'rows' and 'shards'; {fix}")
+        for name in info["shards"]:
+            if not (data_dir / name).is_file():
+                raise MetaError(f"{path}: lists shard {name} of split {split!r}, but "
+                                f"{data_dir / name} is missing; {fix}")
+    if meta["kind"] == "synthetic" and "bayes" not in meta:
+        raise MetaError(f"{path}: synthetic dataset without 'bayes' metrics; {fix}")
+    return meta
+
+
+def vocab_sizes(meta: dict) -> list[int]:
+    """Per-field vocabulary sizes, length F."""
+    return [int(f["vocab_size"]) for f in meta["sparse_features"]]

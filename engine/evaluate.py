@@ -1,0 +1,56 @@
+"""Score a run's checkpoint on a dataset split.
+
+    python -m engine.evaluate --run runs/deepfm-bs131072-... [--data DIR] [--split test] [--predictions FILE]
+
+Prints AUC and logloss (and the Bayes-optimal values when the data set is synthetic); with
+--predictions, writes one click probability per row (float64 .npy, in the split's row order).
+"""
+import json
+from pathlib import Path
+
+import click
+import numpy as np
+
+from engine.backend import resolve_device
+from engine.checkpoint import load_checkpoint
+from engine.train import TrainingError, predict
+from engine.metrics import auc, logloss
+from models import ModelConfig, Schema, build_model
+
+
+@click.command()
+@click.option("--run", "run_dir", required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--data", default=None, help="dataset directory (default: the run's)")
+@click.option("--split", default="test", show_default=True)
+@click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
+@click.option("--predictions", default=None, type=click.Path(dir_okay=False), help="write probabilities (.npy)")
+def main(run_dir, data, split, device, predictions):
+    """Evaluate the checkpoint of a training run."""
+    from dataio.meta import load_meta
+    from dataio.reader import read_split
+
+    try:
+        config = json.loads((Path(run_dir) / "config.json").read_text())
+        kernels, device_line = resolve_device(device)
+        data = data or config["data"]
+        meta = load_meta(data)
+        schema = Schema.from_meta(meta)
+        model = build_model(config["model"], schema, ModelConfig(embed_dim=config["embed_dim"]))
+        params, _, info = load_checkpoint(Path(run_dir), kernels.xp.asarray)
+        arrays = {k: kernels.xp.asarray(v) for k, v in read_split(data, split).items()
+                  if k in ("sparse", "dense", "label")}
+    except (ValueError, FileNotFoundError, KeyError, RuntimeError, OSError) as error:
+        raise TrainingError(str(error).strip().splitlines()[0])
+    prob = predict(model, params, arrays, kernels)
+    result = {"split": split, "rows": int(arrays["label"].shape[0]), "global_step": info["global_step"],
+              "auc": auc(arrays["label"], prob), "logloss": logloss(arrays["label"], prob)}
+    if split == "test" and "bayes" in meta:
+        result["bayes_auc"], result["bayes_logloss"] = meta["bayes"]["test_auc"], meta["bayes"]["test_logloss"]
+    print(device_line)
+    print(json.dumps(result))
+    if predictions:
+        np.save(predictions, kernels.to_host(prob))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,38 @@
+"""Evaluation metrics on host or device arrays (the same lines run on NumPy and CuPy).
+
+    AUC     = (sum of the positives' ranks - P (P + 1) / 2) / (P N)     Mann-Whitney, ranks 1-based,
+              tied scores share their average rank (so ties count 1/2, as scikit-learn's roc_auc_score)
+    logloss = mean(-y ln p - (1 - y) ln(1 - p)),  p clipped to [1e-15, 1 - 1e-15]
+"""
+from engine.kernels.common import array_module_of
+
+
+def auc(label, score) -> float:
+    """label (n,) in {0, 1}, score (n,) -> ROC AUC in float64; nan if one class is missing."""
+    xp = array_module_of(score)
+    score = score.astype(xp.float64)
+    positive = label.astype(bool)
+    n = score.shape[0]
+    order = xp.argsort(score, kind="stable")
+    sorted_score = score[order]
+    new_run = xp.empty(n, dtype=bool)
+    new_run[:1] = True
+    new_run[1:] = sorted_score[1:] != sorted_score[:-1]
+    starts = xp.flatnonzero(new_run)                                  # first position of each tie run
+    ends = xp.concatenate([starts[1:], xp.asarray([n], dtype=starts.dtype)])
+    run_rank = (starts + 1 + ends) / 2.0                              # average 1-based rank of the run
+    run_of_position = xp.cumsum(new_run) - 1
+    ranks = xp.empty(n, dtype=xp.float64)
+    ranks[order] = run_rank[run_of_position]
+    n_pos = int(positive.sum())
+    n_neg = n - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def logloss(label, prob, eps: float = 1e-15) -> float:
+    xp = array_module_of(prob)
+    y = label.astype(xp.float64)
+    p = xp.clip(prob.astype(xp.float64), eps, 1 - eps)
+    return float(-(y * xp.log(p) + (1 - y) * xp.log1p(-p)).mean())
