@@ -40,7 +40,7 @@ import click
 import numpy as np
 
 from dataio.meta import MetaError, load_meta
-from dataio.metrics import auc, logloss
+from engine.metrics import auc, logloss
 from dataio.rawtsv import format_criteo_lines
 from dataio.transforms import dense_transform_meta, minmax_apply, minmax_params
 from dataio.writer import DEFAULT_SHARD_ROWS, DatasetWriter

@@ -64,7 +64,7 @@ def _numpy_backend() -> Backend:
 def _cpu_backend() -> Backend:
     return Backend("cpu", np, scatter_add.IdIndexer(), scatter_add.scatter_add_rows_cpu,
                    _in_place_with_scales(cowclip.cowclip_rows_cpu, np),
-                   adam.adam_rows_cpu, adam.adam_table_cpu)
+                   adam.adam_rows_cpu, adam.TableAdam())
 
 
 def _cuda_backend() -> Backend:

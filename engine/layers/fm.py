@@ -20,4 +20,6 @@ def fm_forward(emb):
 def fm_backward(dout, cache):
     """dout (B,) -> demb (B, F, K)."""
     emb, field_sum = cache
-    return dout[:, None, None] * (field_sum[:, None, :] - emb)  # (B, F, K)
+    demb = field_sum[:, None, :] - emb                # (B, F, K)
+    demb *= dout[:, None, None]                       # in place: one (B, F, K) temporary, not two
+    return demb

@@ -19,18 +19,22 @@ def dense_forward(x, W, b):
 def dense_backward(dy, cache):
     """dy (B, H) -> (dx (B, I), dW (I, H), db (H,))."""
     x, W = cache
-    return dy @ W.T, x.T @ dy, dy.sum(axis=0)
+    # dW = x^T dy, computed as (dy^T x)^T: same numbers, but OpenBLAS runs the (H, I) product
+    # 2-7x faster than the (I, H) one when the inner dimension B is 1e5 (validate/bench.py)
+    dW = (dy.T @ x).T                                 # (I, H), a transposed view
+    return dy @ W.T, dW, dy.sum(axis=0)
 
 
 def relu_forward(x):
-    """In place: x is a fresh product that nothing else holds."""
-    positive = x > 0
+    """In place: x is a fresh product that nothing else holds. The cache is the output y itself,
+    since [x > 0] == [y > 0]: y is kept anyway as the next layer's input, so no (B, H) mask is."""
     array_module_of(x).maximum(x, 0, out=x)
-    return x, positive
+    return x, x
 
 
-def relu_backward(dy, positive):
-    return dy * positive
+def relu_backward(dy, y, out=None):
+    """dy * [y > 0]; out=dy zeroes dy in place (mlp_backward owns its dy, a fresh product)."""
+    return array_module_of(dy).multiply(dy, y > 0, out=out)
 
 
 def mlp_forward(x, weights, biases, dropout_rate: float = 0.0, rng=None):
@@ -39,23 +43,25 @@ def mlp_forward(x, weights, biases, dropout_rate: float = 0.0, rng=None):
     h = x
     for W, b in zip(weights, biases):
         h, dense_cache = dense_forward(h, W, b)
-        h, positive = relu_forward(h)
+        h, relu_cache = relu_forward(h)
         mask = None
         if dropout_rate > 0.0 and rng is not None:
             keep = 1.0 - dropout_rate
             mask = (rng.random(h.shape) < keep).astype(h.dtype) / keep
             h = h * mask
-        caches.append((dense_cache, positive, mask))
+        caches.append((dense_cache, relu_cache, mask))
     return h, caches
 
 
 def mlp_backward(dh, caches):
     """dh (B, H_last) -> (dx (B, I), [dW...], [db...]), layers in reverse order."""
     dweights, dbiases = [], []
-    for dense_cache, positive, mask in reversed(caches):
+    owned = False                                   # dh is the caller's until we make a new one
+    for dense_cache, relu_cache, mask in reversed(caches):
         if mask is not None:
-            dh = dh * mask
-        dh = relu_backward(dh, positive)
+            dh, owned = dh * mask, True
+        dh = relu_backward(dh, relu_cache, out=dh if owned else None)
+        owned = True
         dh, dW, db = dense_backward(dh, dense_cache)
         dweights.append(dW)
         dbiases.append(db)

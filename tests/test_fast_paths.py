@@ -1,0 +1,66 @@
+"""The optimised forms against their plain forms (the test oracles): the table Adam with a kept
+workspace, the dW layout of dense_backward, the in-place ReLU backward, take-gather."""
+import numpy as np
+import pytest
+
+from engine.kernels import adam
+from engine.layers.embedding import embedding_forward
+from engine.layers.mlp import dense_backward, mlp_backward, mlp_forward, relu_backward
+
+
+@pytest.mark.parametrize("absent_ratio", [0.0, 0.5])
+def test_table_adam_with_kept_workspace_equals_reference_over_steps(absent_ratio):
+    rng = np.random.default_rng(0)
+    V, K = 50, 3
+    table = rng.normal(size=(V, K))
+    state_ref = [table.copy(), np.zeros_like(table), np.zeros_like(table)]
+    state_fast = [table.copy(), np.zeros_like(table), np.zeros_like(table)]
+    fast = adam.TableAdam()
+    for step in range(4):
+        ids = np.unique(rng.integers(0, V, 20 + step))                    # a different U each step
+        rows = rng.normal(size=(ids.size, K))
+        lr_t = 1e-2 * (1 - 0.999 ** (step + 1)) ** 0.5 / (1 - 0.9 ** (step + 1))
+        args = (ids, rows, 0.3, absent_ratio, 1e-3, lr_t, 0.9, 0.999, 1e-7)
+        adam.adam_table_reference(*state_ref, *args)
+        fast(*state_fast, *args)
+        assert np.all(fast._position == -1)                               # left clean for the next call
+        for want, got in zip(state_ref, state_fast):
+            np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
+    small = np.zeros((7, K))                                              # a smaller table reuses the map
+    fast(small, np.zeros_like(small), np.zeros_like(small), np.array([2]), np.ones((1, K)),
+         0.0, 0.0, 0.0, 1e-2, 0.9, 0.999, 1e-7)
+    assert small[2, 0] < 0 and np.all(small[[0, 1, 3, 4, 5, 6]] == 0)
+
+
+def test_dense_backward_layout_and_inplace_relu_equal_plain_forms():
+    rng = np.random.default_rng(1)
+    x, W, dy = rng.normal(size=(9, 4)), rng.normal(size=(4, 5)), rng.normal(size=(9, 5))
+    dx, dW, db = dense_backward(dy, (x, W))
+    np.testing.assert_array_equal(dx, dy @ W.T)
+    np.testing.assert_allclose(dW, x.T @ dy, rtol=1e-13)
+    np.testing.assert_array_equal(db, dy.sum(axis=0))
+    y = np.maximum(x, 0)                                                  # the ReLU's output
+    plain = dy[:, :4] * (x > 0)
+    np.testing.assert_array_equal(relu_backward(dy[:, :4], y), plain)
+    owned = dy[:, :4].copy()
+    assert relu_backward(owned, y, out=owned) is owned
+    np.testing.assert_array_equal(owned, plain)
+
+
+def test_mlp_backward_leaves_the_callers_gradient_alone():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(6, 3))
+    Ws, bs = [rng.normal(size=(3, 4)), rng.normal(size=(4, 2))], [np.zeros(4), np.zeros(2)]
+    h, caches = mlp_forward(x, Ws, bs)
+    dh = rng.normal(size=h.shape)
+    kept = dh.copy()
+    mlp_backward(dh, caches)
+    np.testing.assert_array_equal(dh, kept)
+
+
+def test_take_gather_repeats_rows_like_fancy_indexing():
+    table = np.arange(12.0).reshape(6, 2)
+    ids = np.array([[0, 5, 5], [2, 2, 0]])
+    out, shape = embedding_forward(table, ids)
+    np.testing.assert_array_equal(out, table[ids])
+    assert shape == ids.shape
