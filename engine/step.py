@@ -13,6 +13,7 @@ reference form; in `lazy` mode they are left alone.
 from dataclasses import dataclass
 
 from engine.cowclip import clip_audit, clip_constants, cowclip
+from engine.kernels.adam import NO_CLIP
 from engine.optim import (EMBED_MODES, AdamConfig, AdamState, adam_dense_update, bias_corrected_lr,
                           warmup_lr)
 
@@ -36,8 +37,11 @@ class StepConfig:
 
 
 def apply_gradients(model, params: dict, grads: dict, state: AdamState, config: StepConfig, kernels,
-                    audit: bool = False) -> dict:
-    """Steps 2 and 3 above, in place on params and state. -> info (lr used, audit if asked)."""
+                    audit: bool = False, clip=cowclip, constants=clip_constants) -> dict:
+    """Steps 2 and 3 above, in place on params and state. -> info (lr used, audit if asked).
+
+    clip, constants: the row clip and its (ratio, floor); CowClip unless a study swaps in an
+    ablation (validate/ablations.py) with the same signatures."""
     l2_weights = model.l2_weights(config.l2)
     t = state.updates + 1
     lr_dense = warmup_lr(config.lr, state.updates, config.warmup_updates)
@@ -58,7 +62,7 @@ def apply_gradients(model, params: dict, grads: dict, state: AdamState, config: 
     # 3. tables
     lr_t = bias_corrected_lr(config.lr_embed, t, config.adam)
     a = config.adam
-    ratio, floor = clip_constants(config.clip_form, config.clip, config.bound, model.config.embed_dim)
+    ratio, floor = constants(config.clip_form, config.clip, config.bound, model.config.embed_dim)
     for name in model.table_names():
         table, grad = params[name], grads[name]
         lam = l2_weights.get(name, 0.0)
@@ -67,7 +71,7 @@ def apply_gradients(model, params: dict, grads: dict, state: AdamState, config: 
         if lam and not l2_after_clip:
             grad.rows[...] += 2.0 * lam * table[grad.ids]
         if clipped:
-            scales = cowclip(grad, table, kernels, ratio, floor)
+            scales = clip(grad, table, kernels, ratio, floor)
             if audit:
                 info[f"audit.{name}"] = clip_audit(grad, table, scales, model.offsets,
                                                    model.schema.sparse_names, kernels.to_host)
@@ -77,7 +81,7 @@ def apply_gradients(model, params: dict, grads: dict, state: AdamState, config: 
             kernels.adam_rows(table, state.m[name], state.v[name], grad.ids, grad.rows,
                               lr_t, a.beta1, a.beta2, a.epsilon)
         else:
-            absent_ratio = ratio if clipped and config.clip_form == "reference" else 0.0
+            absent_ratio = ratio if clipped and config.clip_form == "reference" else NO_CLIP
             kernels.adam_table(table, state.m[name], state.v[name], grad.ids, grad.rows, lam,
                                absent_ratio, floor, lr_t, a.beta1, a.beta2, a.epsilon)
     state.updates = t
@@ -85,9 +89,9 @@ def apply_gradients(model, params: dict, grads: dict, state: AdamState, config: 
 
 
 def train_step(model, params: dict, state: AdamState, batch, config: StepConfig, kernels,
-               audit: bool = False, rng=None) -> dict:
+               audit: bool = False, rng=None, **clip_hooks) -> dict:
     """Steps 1-3 on one batch. -> info with the batch's mean loss."""
     loss, grads = model.loss(params, batch, kernels, training=True, rng=rng)
-    info = apply_gradients(model, params, grads, state, config, kernels, audit)
+    info = apply_gradients(model, params, grads, state, config, kernels, audit, **clip_hooks)
     info["loss"] = loss
     return info

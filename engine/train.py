@@ -110,7 +110,9 @@ def _progress(epoch, epochs, step, steps, loss, rate, elapsed):
         print(line, file=sys.stderr, flush=True)
 
 
-def run(cfg: RunConfig, out: Path, resume: bool) -> dict:
+def run(cfg: RunConfig, out: Path, resume: bool, **clip_hooks) -> dict:
+    """Train and evaluate as cfg says, in run directory `out`. clip_hooks: `clip` and `constants`
+    for engine.step.apply_gradients (the scaling study's ablations); CowClip when absent."""
     from dataio.meta import load_meta
     from dataio.reader import BatchReader, read_split
 
@@ -186,7 +188,7 @@ def run(cfg: RunConfig, out: Path, resume: bool) -> dict:
             if not math.isfinite(loss):
                 raise TrainingError(f"non-finite loss ({loss}) at global step {global_step + 1} (epoch {epoch + 1}, "
                                     f"batch {step_in_epoch}); the last good checkpoint is kept in {out / 'checkpoint'}")
-            info = apply_gradients(model, params, grads, state, step_config, kernels, audit=cfg.audit)
+            info = apply_gradients(model, params, grads, state, step_config, kernels, audit=cfg.audit, **clip_hooks)
             global_step += 1
             n = int(batch.label.shape[0])
             train_seconds[0] += time.perf_counter() - t0

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from engine.backend import get_backend
+from engine.kernels.adam import NO_CLIP
 from engine.optim import AdamConfig, adam_dense_update, bias_corrected_lr, warmup_lr
 from tests.test_cowclip import BACKENDS
 
@@ -59,7 +60,7 @@ def test_table_adam_matches_transcription(backend, mode, dtype, rtol):
             ref[0][ids], ref[1][ids], ref[2][ids] = w2, m2, v2
         lr_t = lr * np.sqrt(1 - 0.999 ** t) / (1 - 0.9 ** t)
         if mode == "dense":
-            kernels.adam_table(table, m, v, ids, rows.astype(dtype), l2, 0.0, 0.0, lr_t, 0.9, 0.999, 1e-7)
+            kernels.adam_table(table, m, v, ids, rows.astype(dtype), l2, NO_CLIP, 0.0, lr_t, 0.9, 0.999, 1e-7)
         else:
             kernels.adam_rows(table, m, v, ids, rows.astype(dtype), lr_t, 0.9, 0.999, 1e-7)
     np.testing.assert_allclose(table, ref[0], rtol=rtol, atol=rtol * 1e-2)

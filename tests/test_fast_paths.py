@@ -8,7 +8,7 @@ from engine.layers.embedding import embedding_forward
 from engine.layers.mlp import dense_backward, mlp_backward, mlp_forward, relu_backward
 
 
-@pytest.mark.parametrize("absent_ratio", [0.0, 0.5])
+@pytest.mark.parametrize("absent_ratio", [adam.NO_CLIP, 0.0, 0.5])
 def test_table_adam_with_kept_workspace_equals_reference_over_steps(absent_ratio):
     rng = np.random.default_rng(0)
     V, K = 50, 3

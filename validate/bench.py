@@ -160,6 +160,7 @@ def phase_step(model, params, state, batch, config, kernels) -> tuple[float, dic
     -> (loss, {phase: seconds}). 'dnn_*' is the whole body for the models other than DeepFM and
     WDL (the cross network included); 'other' is the linear part, the loss, L2 and bookkeeping."""
     from engine.cowclip import clip_constants, cowclip
+    from engine.kernels.adam import NO_CLIP
     from engine.layers.embedding import embedding_backward, embedding_forward, index_batch_ids
     from engine.layers.fm import fm_backward, fm_forward
     from engine.layers.linear import linear_backward, linear_forward
@@ -255,7 +256,7 @@ def phase_step(model, params, state, batch, config, kernels) -> tuple[float, dic
                 kernels.adam_rows(table, state.m[name], state.v[name], grad.ids, grad.rows,
                                   lr_t, a.beta1, a.beta2, a.epsilon)
             else:
-                absent_ratio = ratio if clipped and config.clip_form == "reference" else 0.0
+                absent_ratio = ratio if clipped and config.clip_form == "reference" else NO_CLIP
                 kernels.adam_table(table, state.m[name], state.v[name], grad.ids, grad.rows, lam,
                                    absent_ratio, floor, lr_t, a.beta1, a.beta2, a.epsilon)
     state.updates = t

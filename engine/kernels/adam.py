@@ -12,7 +12,8 @@ The update is Keras's Adam (the reference code's optimizer), per element:
 `adam_table` (dense) touches all V rows, as Keras does when an L2 penalty lambda * sum(W^2)
 makes the table's gradient dense: a row of the batch gets its given gradient row (L2 and clip
 already applied by the caller), any other row gets 2 * lambda * w, clipped as a row seen once
-(cnt = 1) when `absent_ratio > 0` (the reference form clips the whole table's gradient).
+(cnt = 1) unless `absent_ratio` is NO_CLIP (the reference form clips the whole table's gradient;
+ratio 0 is a real value: a threshold of the floor alone).
 
 Layout: NumPy reference, Numba CPU version, Numba CUDA version with its launcher; the CPU and
 CUDA kernels share `adam_element` and `absent_row_scale`.
@@ -26,6 +27,8 @@ from numba import cuda
 from engine.kernels.common import array_module_of, for_cuda, launch
 from engine.kernels.cowclip import clip_scale
 
+NO_CLIP = -1.0  # absent_ratio meaning "rows absent from the batch are not clipped"
+
 
 @numba.njit(cache=True)
 def adam_element(w, m, v, g, lr_t, beta1, beta2, eps):
@@ -38,7 +41,7 @@ def adam_element(w, m, v, g, lr_t, beta1, beta2, eps):
 @numba.njit(cache=True)
 def absent_row_scale(weight_sq, l2, absent_ratio, absent_floor):
     """Clip scale of the L2-only gradient 2*l2*w of a row absent from the batch (cnt = 1)."""
-    if absent_ratio <= 0.0:
+    if absent_ratio < 0.0:  # NO_CLIP
         return 1.0
     weight_norm = math.sqrt(weight_sq)
     return clip_scale(2.0 * l2 * weight_norm, weight_norm, 1.0, absent_ratio, absent_floor)
@@ -76,7 +79,7 @@ def adam_rows_reference(table, m, v, ids, row_grads, lr_t, beta1, beta2, eps):
 def adam_table_reference(table, m, v, ids, row_grads, l2, absent_ratio, absent_floor,
                          lr_t, beta1, beta2, eps):
     g = 2.0 * l2 * table                                            # (V, K)
-    if absent_ratio > 0.0:
+    if absent_ratio >= 0.0:
         weight_norm = np.linalg.norm(table.astype(np.float64), axis=1)   # (V,)
         threshold = np.maximum(absent_ratio * weight_norm, absent_floor)
         grad_norm = 2.0 * l2 * weight_norm
