@@ -148,15 +148,19 @@ class BatchReader:
                 consumed += window_rows
                 continue
             parts = [read_shard(self.shard_paths[s], self.vocab_sizes, self.num_dense) for s in window]
-            arrays = [np.concatenate([p[k] for p in parts]) for k in _ARRAYS]
-            if self.shuffle:
-                perm = self._epoch_rng(epoch, 1, wi).permutation(window_rows)
-                arrays = [np.take(x, perm, axis=0) for x in arrays]
+            arrays = [np.concatenate([p[k] for p in parts]) if len(parts) > 1 else parts[0][k] for k in _ARRAYS]
+            # the window's shuffle is a permutation of its rows; each batch gathers its slice of it
+            # (sorted, for memory locality) instead of the whole window being permuted first
+            perm = self._epoch_rng(epoch, 1, wi).permutation(window_rows) if self.shuffle else None
             pos = max(0, skip - consumed)
             consumed += pos
             while pos < window_rows and consumed < limit:
                 take = min(B - pending_rows, window_rows - pos, limit - consumed)
-                pending.append(tuple(x[pos:pos + take] for x in arrays))
+                if perm is None:
+                    pending.append(tuple(x[pos:pos + take] for x in arrays))
+                else:
+                    idx = np.sort(perm[pos:pos + take])
+                    pending.append(tuple(np.take(x, idx, axis=0) for x in arrays))
                 pending_rows += take
                 pos += take
                 consumed += take
