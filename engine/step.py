@@ -42,13 +42,18 @@ def apply_gradients(model, params: dict, grads: dict, state: AdamState, config: 
 
     clip, constants: the row clip and its (ratio, floor); CowClip unless a study swaps in an
     ablation (validate/ablations.py) with the same signatures."""
-    l2_weights = model.l2_weights(config.l2)
     t = state.updates + 1
-    lr_dense = warmup_lr(config.lr, state.updates, config.warmup_updates)
-    tables = set(model.table_names())
-    info = {"lr": lr_dense}
+    info = {"lr": update_dense_weights(model, params, grads, state, config, t)}
+    info.update(update_tables(model, params, grads, state, config, kernels, t, audit, clip, constants))
+    state.updates = t
+    return info
 
-    # 2. dense weights
+
+def update_dense_weights(model, params: dict, grads: dict, state: AdamState, config: StepConfig, t: int) -> float:
+    """Step 2: L2 term and Adam (update number t) on every parameter but the tables. -> the dense lr."""
+    l2_weights = model.l2_weights(config.l2)
+    tables = set(model.table_names())
+    lr_dense = warmup_lr(config.lr, t - 1, config.warmup_updates)
     lr_t = bias_corrected_lr(lr_dense, t, config.adam)
     for name, w in params.items():
         if name in tables:
@@ -58,8 +63,14 @@ def apply_gradients(model, params: dict, grads: dict, state: AdamState, config: 
         if lam:
             g = g + 2.0 * lam * w
         adam_dense_update(w, g, state.m[name], state.v[name], lr_t, config.adam)
+    return lr_dense
 
-    # 3. tables
+
+def update_tables(model, params: dict, grads: dict, state: AdamState, config: StepConfig, kernels, t: int,
+                  audit: bool = False, clip=cowclip, constants=clip_constants) -> dict:
+    """Step 3: per table, L2 (before or after the clip), CowClip, Adam (update number t). -> audit info."""
+    info = {}
+    l2_weights = model.l2_weights(config.l2)
     lr_t = bias_corrected_lr(config.lr_embed, t, config.adam)
     a = config.adam
     ratio, floor = constants(config.clip_form, config.clip, config.bound, model.config.embed_dim)
@@ -84,7 +95,6 @@ def apply_gradients(model, params: dict, grads: dict, state: AdamState, config: 
             absent_ratio = ratio if clipped and config.clip_form == "reference" else NO_CLIP
             kernels.adam_table(table, state.m[name], state.v[name], grad.ids, grad.rows, lam,
                                absent_ratio, floor, lr_t, a.beta1, a.beta2, a.epsilon)
-    state.updates = t
     return info
 
 

@@ -158,14 +158,14 @@ PHASES = ("gather", "fm", "dnn_fwd", "dnn_bwd", "scatter", "cowclip", "adam_dens
 def phase_step(model, params, state, batch, config, kernels) -> tuple[float, dict]:
     """One training step, the same calls as train_step, with a timer around each phase.
     -> (loss, {phase: seconds}). 'dnn_*' is the whole body for the models other than DeepFM and
-    WDL (the cross network included); 'other' is the linear part, the loss, L2 and bookkeeping."""
-    from engine.cowclip import clip_constants, cowclip
-    from engine.kernels.adam import NO_CLIP
+    WDL (the cross network included); 'other' is the linear part, the loss and bookkeeping;
+    'adam_tables' includes the tables' L2 terms."""
+    from engine.cowclip import cowclip
     from engine.layers.embedding import embedding_backward, embedding_forward, index_batch_ids
     from engine.layers.fm import fm_backward, fm_forward
     from engine.layers.linear import linear_backward, linear_forward
     from engine.layers.loss import bce_with_logits_backward, bce_with_logits_forward
-    from engine.optim import adam_dense_update, bias_corrected_lr, warmup_lr
+    from engine.step import update_dense_weights, update_tables
     from models.parts import dnn_backward, dnn_forward, head_backward, head_forward
 
     timer = Timers()
@@ -220,45 +220,18 @@ def phase_step(model, params, state, batch, config, kernels) -> tuple[float, dic
         if model.uses_embedding:
             grads["embed.table"] = embedding_backward(demb, index, kernels)
 
-    # apply_gradients, step by step
-    l2_weights = model.l2_weights(config.l2)
+    # apply_gradients, its two phases timed apart, and CowClip timed inside the table phase
     t = state.updates + 1
-    tables = set(model.table_names())
     with timer("adam_dense"):
-        lr_t = bias_corrected_lr(warmup_lr(config.lr, state.updates, config.warmup_updates), t, config.adam)
-        for name, w in params.items():
-            if name in tables:
-                continue
-            g = grads[name]
-            lam = l2_weights.get(name, 0.0)
-            if lam:
-                g = g + 2.0 * lam * w
-            adam_dense_update(w, g, state.m[name], state.v[name], lr_t, config.adam)
-    lr_t = bias_corrected_lr(config.lr_embed, t, config.adam)
-    a = config.adam
-    ratio, floor = clip_constants(config.clip_form, config.clip, config.bound, model.config.embed_dim)
-    for name in model.table_names():
-        table, grad = params[name], grads[name]
-        lam = l2_weights.get(name, 0.0)
-        clipped = config.clip > 0 and name in model.clipped_tables()
-        l2_after_clip = clipped and config.clip_form == "paper"
-        with timer("other"):
-            if lam and not l2_after_clip:
-                grad.rows[...] += 2.0 * lam * table[grad.ids]
-        if clipped:
-            with timer("cowclip"):
-                cowclip(grad, table, kernels, ratio, floor)
-        with timer("other"):
-            if lam and l2_after_clip:
-                grad.rows[...] += 2.0 * lam * table[grad.ids]
-        with timer("adam_tables"):
-            if config.embed_optim == "lazy":
-                kernels.adam_rows(table, state.m[name], state.v[name], grad.ids, grad.rows,
-                                  lr_t, a.beta1, a.beta2, a.epsilon)
-            else:
-                absent_ratio = ratio if clipped and config.clip_form == "reference" else NO_CLIP
-                kernels.adam_table(table, state.m[name], state.v[name], grad.ids, grad.rows, lam,
-                                   absent_ratio, floor, lr_t, a.beta1, a.beta2, a.epsilon)
+        update_dense_weights(model, params, grads, state, config, t)
+
+    def timed_cowclip(*args):
+        with timer("cowclip"):
+            return cowclip(*args)
+
+    with timer("adam_tables"):
+        update_tables(model, params, grads, state, config, kernels, t, clip=timed_cowclip)
+    timer.seconds["adam_tables"] -= timer.seconds.get("cowclip", 0.0)   # L2 and Adam on the tables
     state.updates = t
     return loss, timer.seconds
 
