@@ -154,12 +154,10 @@ class ErrorLog:
 
 # ---- tokenizers: chunk -> (label (n,), dense (n, D) float64, sparse columns [F] of (n,)) ---------------
 
-class CriteoTokenizer:
-    columns = CRITEO_DENSE + CRITEO_SPARSE
-    header_lines = 0
+class _CriteoPart:
+    """Parses one run of whole lines into buffers it reuses across chunks."""
 
-    def __init__(self, path: Path):
-        self.path = path
+    def __init__(self):
         self.capacity = 0
 
     def _buffers(self, n: int):
@@ -171,15 +169,48 @@ class CriteoTokenizer:
                         np.empty(n, dtype=np.int32), np.empty(n, dtype=np.int32))
         return self.out
 
-    def __call__(self, buf: np.ndarray, first_line: int, at_eof: bool, errors: ErrorLog | None):
-        """Views into reused buffers: valid until the next call."""
+    def __call__(self, buf: np.ndarray, first_line: int, at_eof: bool):
+        """-> (label, dense, codes, [(line, code, column) of bad lines]); views valid until the next call."""
         n = int(np.count_nonzero(buf == 10)) + 1
         label, dense, codes, err_line, err_code, err_col = self._buffers(n)
         rows, n_err, _ = tk.parse_criteo(buf, first_line, at_eof, label, dense, codes, err_line, err_code, err_col)
+        bad = [(int(err_line[i]), int(err_code[i]), int(err_col[i])) for i in range(n_err)]
+        return label[:rows], dense[:rows], codes[:rows], bad
+
+
+class CriteoTokenizer:
+    """Criteo chunk -> arrays. A chunk is cut at a newline near its middle and the two halves are
+    parsed by two threads (the Numba tokenizer releases the GIL), then joined in order."""
+    columns = CRITEO_DENSE + CRITEO_SPARSE
+    header_lines = 0
+    split_bytes = 1 << 20  # smaller chunks are parsed by one thread
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.parts = (_CriteoPart(), _CriteoPart())
+        self.pool = ThreadPoolExecutor(2)
+
+    def __call__(self, buf: np.ndarray, first_line: int, at_eof: bool, errors: ErrorLog | None):
+        """Views into reused buffers (or fresh joined arrays): valid until the next call."""
+        middle = len(buf) // 2
+        newline = np.flatnonzero(buf[middle:] == 10)
+        if len(buf) < self.split_bytes or len(newline) < 2:  # small chunk: one thread
+            jobs = [(buf, first_line, at_eof)]
+        else:
+            cut = middle + int(newline[0]) + 1            # the first half ends with its newline
+            head = buf[:cut]
+            jobs = [(head, first_line, False),
+                    (buf[cut:], first_line + int(np.count_nonzero(head == 10)), at_eof)]
+        results = list(self.pool.map(lambda part, job: part(*job), self.parts, jobs))
         if errors is not None:
-            for i in range(n_err):
-                errors.add(int(err_line[i]), tk.ERROR_TEXT[int(err_code[i])], tk.column_name(int(err_col[i])))
-        return label[:rows], dense[:rows], [codes[:rows, f] for f in range(tk.NUM_SPARSE)]
+            for _, _, _, bad in results:
+                for line, code, column in bad:
+                    errors.add(line, tk.ERROR_TEXT[code], tk.column_name(column))
+        if len(results) == 1:
+            label, dense, codes, _ = results[0]
+        else:
+            label, dense, codes = (np.concatenate([r[i] for r in results]) for i in range(3))
+        return label, dense, [codes[:, f] for f in range(tk.NUM_SPARSE)]
 
 
 class AvazuTokenizer:
@@ -276,6 +307,7 @@ def preprocess(dataset: str, input_path: str | os.PathLike, out_dir: str | os.Pa
         (CRITEO_SPARSE if dataset == "criteo" else AVAZU_SPARSE)
     dense_names = [] if (bucketize or dataset == "avazu") else CRITEO_DENSE
 
+    field_pool = ThreadPoolExecutor(2)  # per-field work of a chunk, two fields at a time
     # pass 1: counts, dense range, bad lines, checksum
     errors = ErrorLog(path, on_error)
     counters = [ValueCounter() for _ in sparse_names]
@@ -288,8 +320,8 @@ def preprocess(dataset: str, input_path: str | os.PathLike, out_dir: str | os.Pa
         n_rows += len(label)
         if bucketize:
             sparse = list(bucket_x4(dense).T) + sparse
-        for counter, col in zip(counters, sparse):
-            counter.add(col)
+        # fields are independent; NumPy's sort releases the GIL, so two threads count two fields
+        list(field_pool.map(ValueCounter.add, counters, sparse))
         if dense_names and len(label):
             col_min = np.minimum(col_min, dense.min(axis=0))
             col_max = np.maximum(col_max, dense.max(axis=0))
@@ -327,11 +359,14 @@ def preprocess(dataset: str, input_path: str | os.PathLike, out_dir: str | os.Pa
             if bucketize:
                 sparse = list(bucket_x4(dense).T) + sparse
             ids = np.empty((n, len(sparse_names)), dtype=np.int32)
-            for f, (col, enc) in enumerate(zip(sparse, encoders)):
+
+            def encode_field(f, col, enc):
                 if isinstance(enc, IntEncoder) and col.dtype == np.int64:
-                    enc(col, ids[:, f])
+                    enc(col, ids[:, f])  # a nogil Numba lookup
                 else:
                     ids[:, f] = encode(col, enc.values if isinstance(enc, IntEncoder) else enc)
+
+            list(field_pool.map(encode_field, range(len(sparse)), sparse, encoders))
             if not dense_names:
                 x = np.empty((n, 0), dtype=np.float32)
             elif opts.dense_transform == "minmax":
@@ -359,6 +394,7 @@ def preprocess(dataset: str, input_path: str | os.PathLike, out_dir: str | os.Pa
             "vocab_file": VOCAB_FILE,
         }
         out = writer.finish(meta, {VOCAB_FILE: save_vocabs(sparse_names, vocabs)})
+    field_pool.shutdown()
     if verbose:
         dt = time.perf_counter() - t0
         print(f"{path}: {n_rows} rows -> {out} {split_rows} in {dt:.1f} s "

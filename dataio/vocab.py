@@ -145,7 +145,7 @@ def _build_table(values, bits):
     return keys, ids
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)  # fields are encoded by two threads (preprocess.py)
 def _lookup(col, keys, ids, bits, oov, out):
     mask = (1 << bits) - 1
     for i in range(col.shape[0]):

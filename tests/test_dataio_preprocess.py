@@ -121,3 +121,24 @@ def test_empty_and_missing_files(tmp_path):
     with pytest.raises(PreprocessError, match="e.tsv:1: header lacks"):
         preprocess("avazu", empty, tmp_path / "o")
     assert not (tmp_path / "o").exists()
+
+
+@needs_shared
+def test_two_thread_tokenizer_equals_one_thread_and_keeps_line_numbers(tmp_path, monkeypatch, capsys):
+    from dataio import preprocess as pp
+
+    lines = (SHARED / "criteo_sample.tsv").read_text().splitlines(keepends=True)
+    lines[150] = "1\tnot-a-number" + "\t" * 38 + "\n"           # a bad line in the second half
+    src = tmp_path / "bad.tsv"
+    src.write_text("".join(lines))
+    monkeypatch.setattr(pp.CriteoTokenizer, "split_bytes", 1 << 30)
+    one = preprocess("criteo", src, tmp_path / "one", on_error="skip")
+    monkeypatch.setattr(pp.CriteoTokenizer, "split_bytes", 64)  # every chunk cut in two
+    two = preprocess("criteo", src, tmp_path / "two", on_error="skip")
+    for split in ("train", "test"):
+        a, b = read_split(one, split), read_split(two, split)
+        for k in a:
+            assert np.array_equal(a[k], b[k]), (split, k)
+    for out in (one, two):
+        errors = load_meta(out)["errors"]
+        assert errors["skipped_lines"] == 1 and errors["first"][0]["line"] == 151, errors
