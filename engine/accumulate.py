@@ -21,11 +21,11 @@ def merge_row_grads(parts: list, num_rows: int, kernels) -> RowGrad:
     xp = kernels.xp
     ids = xp.concatenate([p.ids for p in parts])
     rows = xp.concatenate([p.rows for p in parts])
-    counts = xp.concatenate([p.counts for p in parts]).astype(rows.dtype)
+    counts = xp.concatenate([p.counts for p in parts]).astype(xp.int64)
     unique, inverse, _ = kernels.index_ids(ids, num_rows)
     merged_rows = kernels.scatter_add_rows(inverse, rows, unique.shape[0])
     merged_counts = kernels.scatter_add_rows(inverse, counts[:, None], unique.shape[0])[:, 0]
-    return RowGrad(unique, merged_rows, merged_counts.round().astype(xp.int64))
+    return RowGrad(unique, merged_rows, merged_counts)
 
 
 def accumulated_loss_and_grads(model, params, batch, num_micro: int, kernels, rng=None):

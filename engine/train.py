@@ -15,13 +15,13 @@ import json
 import math
 import sys
 import time
-from collections import namedtuple
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import click
 import numpy as np
 
+from dataio.reader import Batch
 from engine.accumulate import accumulated_loss_and_grads
 from engine.backend import resolve_device
 from engine.checkpoint import load_checkpoint, save_checkpoint
@@ -37,7 +37,6 @@ DATASET_BASES = {"criteo_kaggle": CRITEO_BASE, "criteo": CRITEO_BASE, "synthetic
                  "avazu": AVAZU_BASE}
 SYNTHETIC_EPOCHS = 3      # the built-in data set: the default job must end within 10 minutes on 2 cores
 REFERENCE_EPOCHS = 10     # the reference train.py's default
-_Batch = namedtuple("Batch", "sparse dense label")
 
 
 class TrainingError(click.ClickException):
@@ -80,7 +79,7 @@ def predict(model, params, arrays: dict, kernels, batch_size: int = 65536):
     n = arrays["label"].shape[0]
     out = []
     for lo in range(0, n, batch_size):
-        part = _Batch(*(arrays[k][lo:lo + batch_size] for k in ("sparse", "dense", "label")))
+        part = Batch(*(arrays[k][lo:lo + batch_size] for k in ("sparse", "dense", "label")))
         out.append(sigmoid(model.logits(params, part).astype(xp.float64)))
     return xp.concatenate(out)
 
