@@ -53,4 +53,7 @@ def main(run_dir, data, split, device, predictions):
 
 
 if __name__ == "__main__":
+    from engine.memory import retain_freed_memory
+
+    retain_freed_memory()   # reuse each step's big blocks (engine/memory.py)
     main()

@@ -330,4 +330,7 @@ def resolve(opts: dict) -> tuple[RunConfig, Path]:
 
 
 if __name__ == "__main__":
+    from engine.memory import retain_freed_memory
+
+    retain_freed_memory()   # reuse each step's big blocks (engine/memory.py)
     main()

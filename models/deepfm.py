@@ -28,7 +28,6 @@ class DeepFM(CTRModel):
         grads = {}
         dh = head_backward(dlogits, head_cache, grads)
         dx0 = dnn_backward(dh, dnn_cache, grads)
-        demb = fm_backward(dlogits, fm_cache)                               # (B, F, K), fresh
-        demb += self.split_deep_input_grad(dx0)                             # the DNN's part
-        grads["emb"] = demb
+        # the FM's part and the DNN's, summed as the FM backward writes
+        grads["emb"] = fm_backward(dlogits, fm_cache, add=self.split_deep_input_grad(dx0))   # (B, F, K)
         return grads

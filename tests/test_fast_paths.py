@@ -64,3 +64,26 @@ def test_take_gather_repeats_rows_like_fancy_indexing():
     out, shape = embedding_forward(table, ids)
     np.testing.assert_array_equal(out, table[ids])
     assert shape == ids.shape
+
+
+@pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-12), (np.float32, 2e-5)])
+def test_fused_fm_kernels_equal_plain_forms(dtype, rtol):
+    from engine.layers.fm import fm_backward, fm_backward_plain, fm_forward, fm_forward_plain
+
+    rng = np.random.default_rng(3)
+    emb = rng.normal(size=(37, 6, 4)).astype(dtype)
+    dout = rng.normal(size=37).astype(dtype)
+    wide = rng.normal(size=(37, 6 * 4 + 3)).astype(dtype)
+    add = wide[:, :24].reshape(37, 6, 4)                      # a strided view, as DeepFM passes
+    out, cache = fm_forward(emb)
+    out_plain, cache_plain = fm_forward_plain(emb)
+    assert out.dtype == dtype and cache[1].dtype == dtype
+    np.testing.assert_allclose(out, out_plain, rtol=rtol, atol=rtol * np.abs(out_plain).max())
+    np.testing.assert_allclose(cache[1], cache_plain[1], rtol=rtol, atol=rtol)
+    for extra in (None, add):
+        got = fm_backward(dout, cache, add=extra)
+        want = fm_backward_plain(dout, cache_plain, add=extra)
+        assert got.dtype == dtype and got.shape == emb.shape
+        np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * np.abs(want).max())
+    # `add` is really added (a kernel that dropped it would still pass the None case)
+    assert np.abs(fm_backward(dout, cache) - fm_backward(dout, cache, add=add)).max() > 0.1

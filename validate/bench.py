@@ -209,8 +209,7 @@ def phase_step(model, params, state, batch, config, kernels) -> tuple[float, dic
             grads.update(body_grads)
     if model.name in ("fm", "deepfm"):
         with timer("fm"):
-            dfm = fm_backward(dlogits, fm_cache)
-            demb = dfm if model.name == "fm" else demb + dfm
+            demb = fm_backward(dlogits, fm_cache, add=demb if model.name == "deepfm" else None)
     with timer("other"):
         dwide, _, grads["linear.dense_w"] = linear_backward(dlogits, linear_cache)
         grads["bias"] = dlogits.sum(keepdims=True)
@@ -452,6 +451,10 @@ def run_config(spec: dict) -> dict:
 
 
 def _child_main(spec, queue):
+    if spec.get("malloc", "retain") == "retain":
+        from engine.memory import retain_freed_memory
+
+        retain_freed_memory()   # both engines get the same allocator setting, as under engine.train
     try:
         queue.put(run_config(spec))
     except BaseException as error:  # reported by the parent
@@ -502,7 +505,7 @@ def ab_compare(batch_size: int, vocab: int, rounds: int = 3) -> list[tuple]:
     from engine.backend import get_backend
     from engine.kernels import adam
     from engine.layers.embedding import embedding_forward
-    from engine.layers.fm import fm_forward, fm_backward
+    from engine.layers.fm import fm_backward, fm_backward_plain, fm_forward, fm_forward_plain
     from engine.layers.mlp import dense_forward, mlp_backward, mlp_forward
 
     model = make_model("deepfm", vocab)
@@ -517,7 +520,6 @@ def ab_compare(batch_size: int, vocab: int, rounds: int = 3) -> list[tuple]:
     biases = [params[f"dnn.{i}.b"] for i in range(3)]
     dh = rng.standard_normal((batch_size, HIDDEN[-1]), dtype=np.float32)
     dlogits = rng.standard_normal(batch_size, dtype=np.float32) / batch_size
-    _, fm_cache = fm_forward(emb)
     F, K = emb.shape[1], emb.shape[2]
 
     def plain_mlp():                      # the forms before the change: mask kept, x^T dy, dy * mask
@@ -538,14 +540,13 @@ def ab_compare(batch_size: int, vocab: int, rounds: int = 3) -> list[tuple]:
         h, caches = mlp_forward(x0, weights, biases)
         return mlp_backward(dh, caches)[0]
 
-    def plain_fm_backward():
-        emb_, field_sum = fm_cache
-        return x0[:, :F * K].reshape(-1, F, K) + dlogits[:, None, None] * (field_sum[:, None, :] - emb_)
+    def plain_fm():                       # NumPy forward, backward, then the DNN's demb added
+        _, cache = fm_forward_plain(emb)
+        return fm_backward_plain(dlogits, cache, add=x0[:, :F * K].reshape(-1, F, K))
 
-    def fast_fm_backward():
-        demb = fm_backward(dlogits, fm_cache)
-        demb += x0[:, :F * K].reshape(-1, F, K)
-        return demb
+    def fast_fm():                        # the fused kernels, the DNN's demb added in the same pass
+        _, cache = fm_forward(emb)
+        return fm_backward(dlogits, cache, add=x0[:, :F * K].reshape(-1, F, K))
 
     index = get_backend("cpu").index_ids(ids.reshape(-1), model.schema.total_rows)
     rows = rng.standard_normal((index[0].size, K), dtype=np.float32)
@@ -555,7 +556,7 @@ def ab_compare(batch_size: int, vocab: int, rounds: int = 3) -> list[tuple]:
     pieces = [
         ("gather table[ids] -> take", lambda: table[ids], lambda: embedding_forward(table, ids)),
         ("DNN fwd+bwd (dW layout, ReLU mask, in place)", plain_mlp, fast_mlp),
-        ("FM backward + DNN's demb", plain_fm_backward, fast_fm_backward),
+        ("FM fwd + bwd + DNN's demb (fused kernels)", plain_fm, fast_fm),
         ("dense table Adam: [V] map kept", lambda: adam.adam_table_cpu(table, *moments, *adam_args),
          lambda: table_adam(table, *moments, *adam_args)),
     ]
@@ -644,7 +645,11 @@ def _fmt_bytes(n: float) -> str:
 @click.option("--no-breakdown", is_flag=True, help="skip the per-phase breakdown")
 @click.option("--no-data", is_flag=True, help="skip timing the reader")
 @click.option("--ab", is_flag=True, help="time each optimised piece against its plain form, then stop")
-def main(models_opt, vocab, modes, batch, steps, warmup, versus, check_parity, curve, no_breakdown, no_data, ab):
+@click.option("--malloc", type=click.Choice(["retain", "default"]), default="retain", show_default=True,
+              help="glibc malloc in each timed child: keep freed memory (engine/memory.py, as engine.train "
+                   "does) or leave glibc's defaults; torch's child gets the same")
+def main(models_opt, vocab, modes, batch, steps, warmup, versus, check_parity, curve, no_breakdown, no_data, ab,
+         malloc):
     models = ALL_MODELS if models_opt == "all" else tuple(m.strip().lower() for m in models_opt.split(","))
     vocabs = ("small", "criteo") if vocab == "both" else (vocab,)
     modes = tuple(m.strip() for m in modes.split(","))
@@ -659,7 +664,8 @@ def main(models_opt, vocab, modes, batch, steps, warmup, versus, check_parity, c
                                                          f"({__import__('torch').get_num_threads()} threads)"
                                                          if use_torch else ""))
     print(f"batch {batch}, steps {steps} (median) after {warmup} warm-up; Zipf({ZIPF_EXPONENT}) ids, "
-          f"K={EMBED_DIM}, DNN {'-'.join(map(str, HIDDEN))}, CowClip r=1 reference form, l2 1e-5")
+          f"K={EMBED_DIM}, DNN {'-'.join(map(str, HIDDEN))}, CowClip r=1 reference form, l2 1e-5; "
+          f"malloc {malloc}")
     peak = gemm_peak_gflops()
     print(f"float32 GEMM peak (np.matmul 3072^2, best of 4): {peak:.1f} GFLOP/s")
 
@@ -691,7 +697,7 @@ def main(models_opt, vocab, modes, batch, steps, warmup, versus, check_parity, c
         for v in vocabs:
             for mode in modes:
                 spec = dict(engine="ours", model=name, vocab=VOCABS[v], mode=mode, batch=batch,
-                            steps=steps, warmup=warmup, breakdown=not no_breakdown)
+                            steps=steps, warmup=warmup, breakdown=not no_breakdown, malloc=malloc)
                 ours = run_in_child(spec)
                 theirs = None
                 if use_torch and name in TORCH_MODELS:
@@ -714,7 +720,7 @@ def main(models_opt, vocab, modes, batch, steps, warmup, versus, check_parity, c
     if curve:
         sizes = [b for b in (1 << k for k in range(10, 18)) if b <= batch]
         spec = dict(engine="ours", model="deepfm", vocab=VOCABS[vocabs[0]], mode=modes[0], batch=batch,
-                    steps=steps, warmup=warmup, batches=sizes)
+                    steps=steps, warmup=warmup, batches=sizes, malloc=malloc)
         ours = run_in_child(spec)
         theirs = run_in_child(dict(spec, engine="torch")) if use_torch else None
         print(f"\nsamples/s against batch size (deepfm, V={VOCABS[vocabs[0]]:,}, {modes[0]} tables)")
@@ -754,4 +760,7 @@ def _print_config(name, v, mode, batch, ours, theirs, peak, data_s):
 
 
 if __name__ == "__main__":
+    from engine.memory import retain_freed_memory
+
+    retain_freed_memory()   # reuse each step's big blocks (engine/memory.py)
     main()

@@ -449,4 +449,7 @@ def main(preset, out, model, data, dataset, rows, max_vocab, cache, batch_sizes,
 
 
 if __name__ == "__main__":
+    from engine.memory import retain_freed_memory
+
+    retain_freed_memory()   # reuse each step's big blocks (engine/memory.py)
     sys.exit(main())

@@ -1,0 +1,43 @@
+"""engine.memory.retain_freed_memory: a freed big block is reused, not faulted in again."""
+import platform
+import subprocess
+import sys
+
+import pytest
+
+PROBE = """
+import resource, sys
+import numpy as np
+from engine.memory import retain_freed_memory
+applied = retain_freed_memory() if sys.argv[1] == "retain" else None
+faults = []
+for _ in range(3):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    block = np.ones(25_000_000, dtype=np.float32)      # 100 MB, far above glibc's mmap threshold
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    del block
+print(applied, *faults)
+"""
+
+
+def page_faults(mode, repo_root):
+    out = subprocess.run([sys.executable, "-c", PROBE, mode], cwd=repo_root, capture_output=True,
+                         text=True, check=True).stdout.split()
+    return out[0], [int(x) for x in out[1:]]
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the setting is glibc's")
+def test_retained_blocks_are_reused_without_faults(repo_root):
+    applied, faults = page_faults("retain", repo_root)
+    assert applied == "True"
+    assert faults[0] > 0
+    # the second and third 100 MB blocks reuse the first one's pages
+    assert max(faults[1:]) * 10 < faults[0]
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the setting is glibc's")
+def test_default_allocator_faults_every_block_in(repo_root):
+    """The control: without the setting, each block is a fresh mmap and faults in again, which is
+    what the setting is for (if this ever fails, glibc changed and the setting may be moot)."""
+    _, faults = page_faults("default", repo_root)
+    assert min(faults[1:]) * 2 > faults[0]
