@@ -87,3 +87,24 @@ def test_fused_fm_kernels_equal_plain_forms(dtype, rtol):
         np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * np.abs(want).max())
     # `add` is really added (a kernel that dropped it would still pass the None case)
     assert np.abs(fm_backward(dout, cache) - fm_backward(dout, cache, add=add)).max() > 0.1
+
+
+@pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-12), (np.float32, 1e-5)])
+def test_fused_bias_relu_kernels_equal_plain_forms(dtype, rtol):
+    from engine.kernels.dense import bias_relu_cpu, relu_backward_bias_grad_cpu
+
+    rng = np.random.default_rng(4)
+    pre = rng.normal(size=(5000, 7)).astype(dtype)          # more rows than one row block
+    b = rng.normal(size=7).astype(dtype)
+    y = bias_relu_cpu(pre.copy(), b)
+    np.testing.assert_array_equal(y, np.maximum(pre + b, 0))
+    assert (y == 0).mean() > 0.2                              # the ReLU really cut some
+    dy = rng.normal(size=(5000, 7)).astype(dtype)
+    want = dy * (y > 0)
+    out = np.empty_like(dy)
+    db = relu_backward_bias_grad_cpu(dy, y, out)
+    np.testing.assert_array_equal(out, want)
+    np.testing.assert_allclose(db, want.sum(axis=0), rtol=rtol, atol=rtol)
+    in_place = dy.copy()
+    relu_backward_bias_grad_cpu(in_place, y, in_place)        # out may be dy itself
+    np.testing.assert_array_equal(in_place, want)
