@@ -53,7 +53,7 @@ def main(run_dir, data, split, device, predictions):
 
 
 if __name__ == "__main__":
-    from engine.memory import retain_freed_memory
+    from engine.runtime import configure_process
 
-    retain_freed_memory()   # reuse each step's big blocks (engine/memory.py)
+    configure_process()   # keep freed memory, quiet Numba threads (engine/runtime.py)
     main()

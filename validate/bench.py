@@ -451,6 +451,9 @@ def run_config(spec: dict) -> dict:
 
 
 def _child_main(spec, queue):
+    from engine.runtime import use_quiet_thread_pool
+
+    use_quiet_thread_pool()
     if spec.get("malloc", "retain") == "retain":
         from engine.memory import retain_freed_memory
 
@@ -660,7 +663,7 @@ def main(models_opt, vocab, modes, batch, steps, warmup, versus, check_parity, c
     import numba
 
     print(f"machine: {os.cpu_count()} CPUs, numpy {np.__version__}, numba {numba.__version__} "
-          f"({numba.config.NUMBA_NUM_THREADS} threads)" + (f", torch {__import__('torch').__version__} "
+          f"({numba.config.NUMBA_NUM_THREADS} threads, {numba.config.THREADING_LAYER} layer in the timed children)" + (f", torch {__import__('torch').__version__} "
                                                          f"({__import__('torch').get_num_threads()} threads)"
                                                          if use_torch else ""))
     print(f"batch {batch}, steps {steps} (median) after {warmup} warm-up; Zipf({ZIPF_EXPONENT}) ids, "
@@ -760,7 +763,7 @@ def _print_config(name, v, mode, batch, ours, theirs, peak, data_s):
 
 
 if __name__ == "__main__":
-    from engine.memory import retain_freed_memory
+    from engine.runtime import configure_process
 
-    retain_freed_memory()   # reuse each step's big blocks (engine/memory.py)
+    configure_process()   # keep freed memory, quiet Numba threads (engine/runtime.py)
     main()

@@ -449,7 +449,7 @@ def main(preset, out, model, data, dataset, rows, max_vocab, cache, batch_sizes,
 
 
 if __name__ == "__main__":
-    from engine.memory import retain_freed_memory
+    from engine.runtime import configure_process
 
-    retain_freed_memory()   # reuse each step's big blocks (engine/memory.py)
+    configure_process()   # keep freed memory, quiet Numba threads (engine/runtime.py)
     sys.exit(main())

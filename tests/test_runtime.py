@@ -1,4 +1,4 @@
-"""engine.memory.retain_freed_memory: a freed big block is reused, not faulted in again."""
+"""engine.runtime: freed big blocks are reused, not faulted in again; Numba threads use the workqueue layer."""
 import platform
 import subprocess
 import sys
@@ -41,3 +41,31 @@ def test_default_allocator_faults_every_block_in(repo_root):
     what the setting is for (if this ever fails, glibc changed and the setting may be moot)."""
     _, faults = page_faults("default", repo_root)
     assert min(faults[1:]) * 2 > faults[0]
+
+
+LAYER_PROBE = """
+import numba, numpy as np
+from engine.runtime import use_quiet_thread_pool
+chosen = use_quiet_thread_pool()
+
+@numba.njit(parallel=True)
+def add_one(a):
+    for i in numba.prange(a.size):
+        a[i] += 1
+
+a = np.zeros(1000)
+add_one(a)
+print(chosen, numba.threading_layer(), a.sum())
+"""
+
+
+@pytest.mark.parametrize("preset, want", [(None, "workqueue"), ("omp", "omp")])
+def test_thread_pool_layer_is_workqueue_unless_the_user_chose(preset, want, repo_root):
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_THREADING_LAYER"}
+    if preset:
+        env["NUMBA_THREADING_LAYER"] = preset
+    out = subprocess.run([sys.executable, "-c", LAYER_PROBE], cwd=repo_root, env=env,
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert out == [want, want, "1000.0"]
