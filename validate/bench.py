@@ -42,7 +42,10 @@ from collections import namedtuple
 from contextlib import contextmanager
 
 import click
+import numba
 import numpy as np
+
+from engine.kernels.adam import update_table_row
 
 Batch = namedtuple("Batch", "sparse dense label")
 
@@ -503,6 +506,16 @@ def data_seconds_per_batch(batch_size: int, batches: int = 4) -> float:
 # one process so that a busy machine slows both alike
 
 
+@numba.njit(parallel=True, cache=True)
+def _table_adam_float64_math(table, m, v, position, row_grads, l2, absent_ratio, absent_floor,
+                             lr_t, beta1, beta2, eps):
+    """The dense table Adam before it computed in the table's dtype: update_table_row (float64
+    arithmetic, the form the CUDA kernel still runs) on every row, two threads."""
+    for r in numba.prange(table.shape[0]):
+        update_table_row(table, m, v, r, position[r], row_grads, l2, absent_ratio, absent_floor,
+                         lr_t, beta1, beta2, eps)
+
+
 def ab_compare(batch_size: int, vocab: int, rounds: int = 3) -> list[tuple]:
     """-> rows (piece, plain seconds, optimised seconds), medians over `rounds` alternations."""
     from engine.backend import get_backend
@@ -556,12 +569,16 @@ def ab_compare(batch_size: int, vocab: int, rounds: int = 3) -> list[tuple]:
     moments = [np.zeros_like(table), np.zeros_like(table)]
     table_adam = adam.TableAdam()
     adam_args = (index[0], rows, 1e-5, 1.0, 1e-4, 1e-4, 0.9, 0.999, 1e-7)
+    position = adam.row_positions(np, table.shape[0], index[0])
     pieces = [
         ("gather table[ids] -> take", lambda: table[ids], lambda: embedding_forward(table, ids)),
         ("DNN fwd+bwd (dW layout, ReLU mask, in place)", plain_mlp, fast_mlp),
         ("FM fwd + bwd + DNN's demb (fused kernels)", plain_fm, fast_fm),
         ("dense table Adam: [V] map kept", lambda: adam.adam_table_cpu(table, *moments, *adam_args),
          lambda: table_adam(table, *moments, *adam_args)),
+        ("dense table Adam: float64 -> table-dtype math",
+         lambda: _table_adam_float64_math(table, *moments, position, *adam_args[1:]),
+         lambda: adam._adam_table_cpu(table, *moments, position, *adam_args[1:])),
     ]
     out = []
     for name, plain, fast in pieces:
