@@ -26,3 +26,14 @@ def test_phase_step_equals_train_step(name):
         np.testing.assert_allclose(b[key], a[key], rtol=1e-12, atol=1e-15)
     assert {"gather", "dnn_fwd", "dnn_bwd", "scatter", "cowclip", "adam_tables"} <= set(seconds)
     assert all(v >= 0 for v in seconds.values())
+
+
+def test_ab_compare_times_every_piece_against_its_plain_form():
+    from validate.bench import ab_compare
+
+    rows = ab_compare(batch_size=512, vocab=3000, rounds=1)
+    names = [name for name, _, _ in rows]
+    assert any("FM" in n for n in names) and any("float64" in n for n in names)
+    assert len(names) == 5
+    for _, plain, fast in rows:
+        assert 0 < plain < 60 and 0 < fast < 60
