@@ -28,5 +28,5 @@ def use_quiet_thread_pool() -> str:
 
 
 def configure_process() -> dict:
-    """-> what was applied, for the run's log."""
+    """Apply both settings; -> what was applied (False: not glibc, so the allocator is as it was)."""
     return {"retain_freed_memory": retain_freed_memory(), "threading_layer": use_quiet_thread_pool()}
