@@ -27,6 +27,8 @@ def use_quiet_thread_pool() -> str:
     return config.THREADING_LAYER
 
 
-def configure_process() -> dict:
-    """Apply both settings; -> what was applied (False: not glibc, so the allocator is as it was)."""
-    return {"retain_freed_memory": retain_freed_memory(), "threading_layer": use_quiet_thread_pool()}
+def configure_process(retain_memory: bool = True) -> dict:
+    """Apply both settings (the first only if `retain_memory`: the bench can leave glibc's defaults
+    to compare); -> what was applied (False: left as it was, or not glibc)."""
+    return {"retain_freed_memory": retain_memory and retain_freed_memory(),
+            "threading_layer": use_quiet_thread_pool()}

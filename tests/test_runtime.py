@@ -1,9 +1,12 @@
 """engine.runtime: freed big blocks are reused, not faulted in again; Numba threads use the workqueue layer."""
+import os
 import platform
 import subprocess
 import sys
 
 import pytest
+
+glibc_only = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the setting is glibc's")
 
 PROBE = """
 import resource, sys
@@ -26,7 +29,7 @@ def page_faults(mode, repo_root):
     return out[0], [int(x) for x in out[1:]]
 
 
-@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the setting is glibc's")
+@glibc_only
 def test_retained_blocks_are_reused_without_faults(repo_root):
     applied, faults = page_faults("retain", repo_root)
     assert applied == "True"
@@ -35,7 +38,7 @@ def test_retained_blocks_are_reused_without_faults(repo_root):
     assert max(faults[1:]) * 10 < faults[0]
 
 
-@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the setting is glibc's")
+@glibc_only
 def test_default_allocator_faults_every_block_in(repo_root):
     """The control: without the setting, each block is a fresh mmap and faults in again, which is
     what the setting is for (if this ever fails, glibc changed and the setting may be moot)."""
@@ -61,8 +64,6 @@ print(chosen, numba.threading_layer(), a.sum())
 
 @pytest.mark.parametrize("preset, want", [(None, "workqueue"), ("omp", "omp")])
 def test_thread_pool_layer_is_workqueue_unless_the_user_chose(preset, want, repo_root):
-    import os
-
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_THREADING_LAYER"}
     if preset:
         env["NUMBA_THREADING_LAYER"] = preset

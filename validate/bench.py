@@ -454,13 +454,10 @@ def run_config(spec: dict) -> dict:
 
 
 def _child_main(spec, queue):
-    from engine.runtime import use_quiet_thread_pool
+    from engine.runtime import configure_process
 
-    use_quiet_thread_pool()
-    if spec.get("malloc", "retain") == "retain":
-        from engine.memory import retain_freed_memory
-
-        retain_freed_memory()   # both engines get the same allocator setting, as under engine.train
+    # both engines get the same settings, as under engine.train (--malloc default: glibc's own)
+    configure_process(retain_memory=spec.get("malloc", "retain") == "retain")
     try:
         queue.put(run_config(spec))
     except BaseException as error:  # reported by the parent
