@@ -108,3 +108,13 @@ def test_fused_bias_relu_kernels_equal_plain_forms(dtype, rtol):
     in_place = dy.copy()
     relu_backward_bias_grad_cpu(in_place, y, in_place)        # out may be dy itself
     np.testing.assert_array_equal(in_place, want)
+
+
+def test_head_outer_product_equals_the_gemm():
+    rng = np.random.default_rng(5)
+    for dtype in (np.float64, np.float32):
+        x, W, dy = (rng.normal(size=s).astype(dtype) for s in ((33, 7), (7, 1), (33, 1)))
+        dx, dW, db = dense_backward(dy, (x, W))
+        assert dx.dtype == dtype and dx.shape == x.shape
+        np.testing.assert_array_equal(dx, dy @ W.T)                      # one product per entry: exact
+        np.testing.assert_allclose(dW, x.T @ dy, rtol=1e-5 if dtype == np.float32 else 1e-13)

@@ -519,6 +519,7 @@ def ab_compare(batch_size: int, vocab: int, rounds: int = 3) -> list[tuple]:
     from engine.kernels import adam
     from engine.layers.embedding import embedding_forward
     from engine.layers.fm import fm_backward, fm_backward_plain, fm_forward, fm_forward_plain
+    from engine.kernels.dense import outer_cpu
     from engine.layers.mlp import dense_forward, mlp_backward, mlp_forward
 
     model = make_model("deepfm", vocab)
@@ -561,6 +562,7 @@ def ab_compare(batch_size: int, vocab: int, rounds: int = 3) -> list[tuple]:
         _, cache = fm_forward(emb)
         return fm_backward(dlogits, cache, add=x0[:, :F * K].reshape(-1, F, K))
 
+    head_w = rng.standard_normal((HIDDEN[-1], 1), dtype=np.float32)
     index = get_backend("cpu").index_ids(ids.reshape(-1), model.schema.total_rows)
     rows = rng.standard_normal((index[0].size, K), dtype=np.float32)
     moments = [np.zeros_like(table), np.zeros_like(table)]
@@ -571,6 +573,8 @@ def ab_compare(batch_size: int, vocab: int, rounds: int = 3) -> list[tuple]:
         ("gather table[ids] -> take", lambda: table[ids], lambda: embedding_forward(table, ids)),
         ("DNN fwd+bwd (dW layout, ReLU mask, in place)", plain_mlp, fast_mlp),
         ("FM fwd + bwd + DNN's demb (fused kernels)", plain_fm, fast_fm),
+        ("head backward: dy W^T as GEMM -> outer kernel", lambda: dlogits[:, None] @ head_w.T,
+         lambda: outer_cpu(dlogits, head_w[:, 0], np.empty_like(dh))),
         ("dense table Adam: [V] map kept", lambda: adam.adam_table_cpu(table, *moments, *adam_args),
          lambda: table_adam(table, *moments, *adam_args)),
         ("dense table Adam: float64 -> table-dtype math",
