@@ -517,9 +517,9 @@ def ab_compare(batch_size: int, vocab: int, rounds: int = 3) -> list[tuple]:
     """-> rows (piece, plain seconds, optimised seconds), medians over `rounds` alternations."""
     from engine.backend import get_backend
     from engine.kernels import adam
+    from engine.kernels.dense import outer_cpu
     from engine.layers.embedding import embedding_forward
     from engine.layers.fm import fm_backward, fm_backward_plain, fm_forward, fm_forward_plain
-    from engine.kernels.dense import outer_cpu
     from engine.layers.mlp import dense_forward, mlp_backward, mlp_forward
 
     model = make_model("deepfm", vocab)
@@ -678,8 +678,6 @@ def main(models_opt, vocab, modes, batch, steps, warmup, versus, check_parity, c
     if use_torch and (reason := torch_unavailable_reason()):
         print(f"torch: {reason}; running without the torch comparison")
         use_torch, check_parity = False, False
-    import numba
-
     print(f"machine: {os.cpu_count()} CPUs, numpy {np.__version__}, numba {numba.__version__} "
           f"({numba.config.NUMBA_NUM_THREADS} threads, {numba.config.THREADING_LAYER} layer in the timed children)" + (f", torch {__import__('torch').__version__} "
                                                          f"({__import__('torch').get_num_threads()} threads)"
