@@ -11,6 +11,7 @@ from engine.kernels.cowclip import cowclip_rows_reference
 from engine.layers.embedding import RowGrad
 from validate.ablations import CLIP_RULES, ClipTally, clip_rule, cowclip_global, cowclip_nocnt, make_field_clip
 from validate.scaling import ALL_RULES, main
+from validate.seeds import load_seeded, seeds_report
 
 
 # --------------------------------------------------------------------------------------------
@@ -130,6 +131,11 @@ def test_tiny_preset_end_to_end_and_resumes(tmp_path):
     assert second.exit_code == 0, second.output
     assert "trained 0 new runs" in second.output
     assert (out / "results.jsonl").read_text().splitlines() == lines
+
+    # validate.seeds reads what the grid wrote (one seed: gaps, but no interval yet)
+    pooled = seeds_report(load_seeded([out]), tol=1e-3)
+    assert f"Seeds: {records[0]['seed']}." in pooled
+    assert "| cowclip | 1K | 1 |" in pooled and "undecided (1 seed)" in pooled
 
 
 def test_a_run_cut_off_mid_way_resumes_from_its_checkpoint(tmp_path):

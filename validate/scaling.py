@@ -222,7 +222,7 @@ def auc_standard_error(auc: float, positives: int, negatives: int) -> float:
     return math.sqrt(var / (positives * negatives))
 
 
-def _bs_label(bs: int) -> str:
+def bs_label(bs: int) -> str:
     return f"{bs // 1024}K" if bs % 1024 == 0 else str(bs)
 
 
@@ -242,10 +242,10 @@ def markdown_report(records: list, test_counts: tuple[int, int] | None = None) -
         cell = {(r["rule"], r["bs"]): r for r in group}
         base_bs = group[0]["base_bs"]
         baseline = cell.get(("none", base_bs))
-        header = "| rule | " + " | ".join(_bs_label(b) for b in sizes) + " |"
+        header = "| rule | " + " | ".join(bs_label(b) for b in sizes) + " |"
         rule_line = "|---|" + "---:|" * len(sizes)
         lines += [f"## {model}, embedding optimizer `{optim}`, init_stddev {init:g}", ""]
-        lines += [f"Test AUC (gap to `none` at the base batch {_bs_label(base_bs)}"
+        lines += [f"Test AUC (gap to `none` at the base batch {bs_label(base_bs)}"
                   + (f", AUC {baseline['auc']:.4f}" if baseline else ", which is missing") + ")", ""]
         lines += [header, rule_line]
         for rule in rules:
@@ -296,7 +296,7 @@ def markdown_report(records: list, test_counts: tuple[int, int] | None = None) -
                       "|---|---:|---:|" + "---:|" * len(buckets)]
             for r in sorted(audited, key=lambda r: (ORDER[r["rule"]], r["bs"])):
                 audit = r["clip_audit"]["all"]
-                lines.append(f"| {r['rule']} | {_bs_label(r['bs'])} | {r['clip_audit']['clipped_fraction']:.3f} | "
+                lines.append(f"| {r['rule']} | {bs_label(r['bs'])} | {r['clip_audit']['clipped_fraction']:.3f} | "
                              + " | ".join(f"{audit[b]['clipped_fraction']:.3f}" if b in audit else ""
                                           for b in buckets) + " |")
             lines.append("")
@@ -329,7 +329,7 @@ def plot_report(records: list, path: Path) -> bool:
         sizes = sorted({r["bs"] for r in group})
         for ax, ylabel in ((auc_ax, "test AUC"), (time_ax, "wall time per run (s)")):
             ax.set_xscale("log", base=2)
-            ax.set_xticks(sizes, [_bs_label(b) for b in sizes])
+            ax.set_xticks(sizes, [bs_label(b) for b in sizes])
             ax.set_xlabel("batch size")
             ax.set_ylabel(ylabel)
             ax.grid(alpha=0.3)
