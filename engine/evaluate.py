@@ -1,4 +1,4 @@
-"""Score a run's checkpoint on a dataset split.
+"""Predictions and test metrics of a model's parameters, and the command that scores a run's checkpoint.
 
     python -m engine.evaluate --run runs/deepfm-bs131072-... [--data DIR] [--split test] [--predictions FILE]
 
@@ -11,11 +11,30 @@ from pathlib import Path
 import click
 import numpy as np
 
+from dataio.reader import Batch
 from engine.backend import resolve_device
 from engine.checkpoint import load_checkpoint
-from engine.train import TrainingError, predict
+from engine.errors import TrainingError
+from engine.layers.loss import sigmoid
 from engine.metrics import auc, logloss
 from models import ModelConfig, Schema, build_model
+
+
+def predict(model, params, arrays: dict, kernels, batch_size: int = 65536):
+    """Click probabilities (n,) of every row of `arrays` (sparse, dense, label), on the backend's device."""
+    xp = kernels.xp
+    n = arrays["label"].shape[0]
+    out = []
+    for lo in range(0, n, batch_size):
+        part = Batch(*(arrays[k][lo:lo + batch_size] for k in ("sparse", "dense", "label")))
+        out.append(sigmoid(model.logits(params, part).astype(xp.float64)))
+    return xp.concatenate(out)
+
+
+def evaluate(model, params, arrays: dict, kernels) -> dict:
+    """-> {"auc", "logloss"} of the model on `arrays`."""
+    prob = predict(model, params, arrays, kernels)
+    return {"auc": auc(arrays["label"], prob), "logloss": logloss(arrays["label"], prob)}
 
 
 @click.command()

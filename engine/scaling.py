@@ -16,6 +16,10 @@ import math
 RULES = ("none", "sqrt", "linear", "cowclip")
 CRITEO_BASE = {"bs": 1024, "lr": 8e-4, "lr_embed": 1e-4, "l2": 1e-5, "clip": 1.0, "bound": 1e-5,
                "warmup": 0.0}
+AVAZU_BASE = {"bs": 1024, "lr": 1e-4, "lr_embed": 1e-4, "l2": 1e-5, "clip": 1.0, "bound": 1e-4, "warmup": 0.0}
+# --dataset -> the base hyperparameters its scaling starts from
+DATASET_BASES = {"criteo_kaggle": CRITEO_BASE, "criteo": CRITEO_BASE, "synthetic": CRITEO_BASE,
+                 "avazu": AVAZU_BASE}
 
 
 def scale_hyperparameters(rule: str, bs: int, base: dict = CRITEO_BASE, explicit: dict | None = None) -> dict:

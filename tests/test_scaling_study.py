@@ -141,7 +141,7 @@ def test_tiny_preset_end_to_end_and_resumes(tmp_path):
 def test_a_run_cut_off_mid_way_resumes_from_its_checkpoint(tmp_path):
     from dataio.synthetic import ensure_default
     from engine.scaling import CRITEO_BASE
-    from engine.train import RunConfig
+    from engine.run_config import RunConfig
     from validate.scaling import hyperparameters, train_one
 
     data = str(ensure_default(tmp_path / "cache", rows=3_000, max_vocab=300, test_fraction=0.2))

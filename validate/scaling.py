@@ -155,7 +155,8 @@ def train_one(cfg, rule: str, run_dir: Path, keep_checkpoint: bool) -> dict:
 def run_grid(grid: dict, out: Path, model: str, data: str, dataset: str, device: str, seed: int,
              keep_checkpoints: bool = False, max_runs: int = 0, echo=print) -> int:
     """Train every run of `grid` that results.jsonl lacks. -> number of runs trained now."""
-    from engine.train import DATASET_BASES, RunConfig
+    from engine.run_config import RunConfig
+    from engine.scaling import DATASET_BASES
 
     out.mkdir(parents=True, exist_ok=True)
     results_path = out / "results.jsonl"
