@@ -2,11 +2,17 @@
 
     python -m engine.evaluate --run runs/deepfm-bs131072-... [--data DIR] [--split test] [--predictions FILE]
 
-Prints AUC and logloss (and the Bayes-optimal values when the data set is synthetic); with
---predictions, writes one click probability per row (float64 .npy, in the split's row order).
+Prints AUC and logloss (and the Bayes-optimal values when the data set is synthetic) as one line of
+JSON; with --predictions, writes one click probability per row (float64 .npy, in the split's row order).
+AUC needs both classes: without them it is null, with "auc_undefined" saying why (never a bare NaN).
+--data must have the run's fields and vocabulary sizes; the run's own dataset directory must also
+still have the fingerprint recorded at training (engine/run_dir.py).
 """
 import json
+import math
 from pathlib import Path
+
+from dataclasses import asdict
 
 import click
 import numpy as np
@@ -15,6 +21,7 @@ from dataio.reader import Batch
 from engine.backend import resolve_device
 from engine.checkpoint import load_checkpoint
 from engine.errors import TrainingError
+from engine.footprint import param_shapes
 from engine.layers.loss import sigmoid
 from engine.metrics import auc, logloss
 from models import ModelConfig, Schema, build_model
@@ -32,9 +39,53 @@ def predict(model, params, arrays: dict, kernels, batch_size: int = 65536):
 
 
 def evaluate(model, params, arrays: dict, kernels) -> dict:
-    """-> {"auc", "logloss"} of the model on `arrays`."""
-    prob = predict(model, params, arrays, kernels)
-    return {"auc": auc(arrays["label"], prob), "logloss": logloss(arrays["label"], prob)}
+    """-> {"auc", "logloss"} of the model on `arrays`; auc None and "auc_undefined" when it has no meaning."""
+    return scores(arrays["label"], predict(model, params, arrays, kernels))
+
+
+def scores(label, prob) -> dict:
+    """{"auc", "logloss"} of probabilities against labels (n,); AUC None plus the reason when undefined."""
+    result = {"auc": auc(label, prob), "logloss": logloss(label, prob) if label.shape[0] else None}
+    if not math.isfinite(result["auc"]):
+        result["auc"], result["auc_undefined"] = None, auc_undefined_reason(label)
+    return result
+
+
+def auc_undefined_reason(label) -> str:
+    """Why AUC cannot be computed: it compares positives with negatives, so it needs both."""
+    n, positives = int(label.shape[0]), int(label.sum())
+    if n == 0:
+        return "the split has no rows"
+    if positives == 0:
+        return f"all {n} labels are 0 (no clicks), AUC needs both classes"
+    if positives == n:
+        return f"all {n} labels are 1 (only clicks), AUC needs both classes"
+    return "the scores are not finite"
+
+
+def json_safe(record: dict) -> dict:
+    """The record with every non-finite float replaced by None (JSON has no NaN or Infinity)."""
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
+
+
+def check_data_matches_run(config: dict, meta: dict, data: str, run_dir: str) -> None:
+    """Refuse data whose fields or vocabulary sizes differ from the run's, and the run's own dataset
+    directory when it was rebuilt since (its fingerprint differs): ids would mean other things."""
+    from engine.run_dir import data_fingerprint
+
+    trained, given = config.get("schema") or {}, asdict(Schema.from_meta(meta))
+    for key, what in (("sparse_names", "sparse fields"), ("vocab_sizes", "vocabulary sizes"),
+                      ("dense_names", "dense features")):
+        if key in trained and list(trained[key]) != list(given[key]):
+            differ = [f"{a}/{b}" for a, b in zip(trained[key], given[key]) if a != b][:3]
+            raise ValueError(f"{data}: its {what} differ from those run {run_dir} was trained on "
+                             f"({len(given[key])} vs {len(trained[key])}; first differences run/data: {differ}); "
+                             f"evaluate on data preprocessed with the run's vocabularies (--vocab-from)")
+    recorded = config.get("data_fingerprint")
+    same_dir = Path(data).resolve() == Path(config["data"]).resolve()
+    if recorded and same_dir and data_fingerprint(data) != recorded:
+        raise ValueError(f"{data}: the dataset was rebuilt since run {run_dir} was trained on it (meta.json "
+                         f"fingerprint differs); its ids may mean other things now")
 
 
 @click.command()
@@ -54,19 +105,20 @@ def main(run_dir, data, split, device, predictions):
         data = data or config["data"]
         meta = load_meta(data)
         schema = Schema.from_meta(meta)
+        check_data_matches_run(config, meta, data, run_dir)
         model = build_model(config["model"], schema, ModelConfig(embed_dim=config["embed_dim"]))
-        params, _, info = load_checkpoint(Path(run_dir), kernels.xp.asarray)
+        params, _, info = load_checkpoint(Path(run_dir), kernels.xp.asarray, param_shapes(model))
         arrays = {k: kernels.xp.asarray(v) for k, v in read_split(data, split).items()
                   if k in ("sparse", "dense", "label")}
     except (ValueError, FileNotFoundError, KeyError, RuntimeError, OSError) as error:
         raise TrainingError(str(error).strip().splitlines()[0])
     prob = predict(model, params, arrays, kernels)
     result = {"split": split, "rows": int(arrays["label"].shape[0]), "global_step": info["global_step"],
-              "auc": auc(arrays["label"], prob), "logloss": logloss(arrays["label"], prob)}
+              **scores(arrays["label"], prob)}
     if split == "test" and "bayes" in meta:
         result["bayes_auc"], result["bayes_logloss"] = meta["bayes"]["test_auc"], meta["bayes"]["test_logloss"]
     print(device_line)
-    print(json.dumps(result))
+    print(json.dumps(json_safe(result), allow_nan=False))
     if predictions:
         np.save(predictions, kernels.to_host(prob))
 

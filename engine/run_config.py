@@ -1,7 +1,8 @@
 """What a training run is: `RunConfig`, every setting decided, and how command-line options become one.
 
 The hyperparameters come from --scale-rule applied to the dataset's base (engine/scaling.py); any value
-given on the command line wins. A resumed run takes its saved config.json.
+given on the command line wins. A resumed run takes its saved config.json; an option given anew on the
+command line must agree with it (only RESUME_MAY_CHANGE may differ).
 """
 import json
 import time
@@ -13,6 +14,8 @@ from models import canonical_model_name
 
 SYNTHETIC_EPOCHS = 4      # the built-in data set: the default job must end within 10 minutes on 2 cores
 REFERENCE_EPOCHS = 10     # the reference train.py's default
+# options a resumed run may take anew; any other given on the command line must equal the saved value
+RESUME_MAY_CHANGE = ("out", "resume", "max_steps", "device")
 
 
 @dataclass
@@ -41,10 +44,11 @@ class RunConfig:
     max_steps: int
 
 
-def resolve(opts: dict) -> tuple[RunConfig, Path]:
-    """Command-line options -> (RunConfig with every hyperparameter decided, run directory), printed once."""
+def resolve(opts: dict, explicit: frozenset = frozenset()) -> tuple[RunConfig, Path]:
+    """Command-line options -> (RunConfig with every hyperparameter decided, run directory), printed once.
+    explicit: the names of the options the user gave (not defaults); a resumed run checks them."""
     if opts["resume"]:
-        return _resumed(opts)
+        return _resumed(opts, explicit)
     model = canonical_model_name(opts["model"])
     data = opts["data"]
     dataset = (opts["dataset"] or ("synthetic" if data is None else "criteo_kaggle")).lower()
@@ -76,17 +80,66 @@ def resolve(opts: dict) -> tuple[RunConfig, Path]:
     return cfg, out
 
 
-def _resumed(opts: dict) -> tuple[RunConfig, Path]:
-    """The saved configuration of the run in --out; only --max-steps may be given anew."""
+def _resumed(opts: dict, explicit: frozenset) -> tuple[RunConfig, Path]:
+    """The saved configuration of the run in --out; only RESUME_MAY_CHANGE may be given anew."""
     if not opts["out"]:
         raise ValueError("--resume needs --out, the run directory to continue")
-    saved = json.loads((Path(opts["out"]) / "config.json").read_text())
-    for derived in ("step_config", "schema", "device_line"):
+    path = Path(opts["out"]) / "config.json"
+    try:
+        saved = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON ({error}); the run directory is damaged") from None
+    for derived in ("step_config", "schema", "device_line", "data_fingerprint"):
         saved.pop(derived, None)
     cfg = RunConfig(**saved)
+    conflicts = resume_conflicts(cfg, opts, explicit)
+    if conflicts:
+        raise ValueError(f"--resume continues {opts['out']} as it was started; these options differ from its "
+                         f"config.json: {'; '.join(conflicts)}. Drop them, or start a new run with another --out")
     cfg.max_steps = opts["max_steps"]  # a resumed run may be given a new stopping point
+    if "device" in explicit:           # and another device (same arithmetic; bitwise only on the same one)
+        cfg.device = opts["device"]
     print(f"resuming {opts['out']}: {format_hyperparameters(cfg.hp)}")
     return cfg, Path(opts["out"])
+
+
+def resume_conflicts(cfg: RunConfig, opts: dict, explicit: frozenset) -> list:
+    """'--name X (run has Y)' for every option given explicitly whose value differs from the saved run."""
+    conflicts = []
+    for name in sorted(explicit):
+        if name in RESUME_MAY_CHANGE:
+            continue
+        given, known, saved = opts[name], *_saved_value(cfg, name)
+        if not known:
+            conflicts.append(f"--{name} cannot be changed on --resume")
+        elif not _same(name, given, saved):
+            conflicts.append(f"--{name} {given} (run has {saved})")
+    return conflicts
+
+
+# command-line name -> RunConfig field, where they differ
+_FIELD_OF = {"epoch": "epochs", "sparse_embed_dim": "embed_dim"}
+_HP = ("lr", "lr_embed", "l2", "clip", "bound", "warmup")
+
+
+def _saved_value(cfg: RunConfig, name: str) -> tuple:
+    """-> (whether the run records this option, its saved value)."""
+    if name in _HP:
+        return True, cfg.hp[name]
+    field_name = _FIELD_OF.get(name, name)
+    return (True, getattr(cfg, field_name)) if hasattr(cfg, field_name) else (False, None)
+
+
+def _same(name: str, given, saved) -> bool:
+    if name == "model":
+        return canonical_model_name(given) == saved
+    if name == "data":
+        return Path(given).resolve() == Path(saved).resolve()
+    if name == "dataset":
+        return str(given).lower() == saved
+    if isinstance(saved, float) or isinstance(given, float):
+        return float(given) == float(saved)
+    return given == saved
 
 
 def _builtin_data(dataset: str) -> str:

@@ -26,14 +26,20 @@ from pathlib import Path
 
 import click
 import numpy as np
+from click.core import ParameterSource
 
 from engine.accumulate import accumulated_loss_and_grads
 from engine.backend import resolve_device
-from engine.checkpoint import load_checkpoint, save_checkpoint
+from engine.checkpoint import load_checkpoint, recover_checkpoint, save_checkpoint
 from engine.errors import TrainingError
-from engine.evaluate import evaluate
+from engine.evaluate import evaluate, json_safe
+from engine.footprint import check_fits, estimate, param_shapes
+from engine.guards import check_train_rows, loss_problem, non_finite_state, zero_clip_warning
 from engine.optim import AdamState
+from engine.options import COUNT, NON_NEGATIVE, POSITIVE_INT, PROBABILITY_BELOW_ONE, SEED
 from engine.run_config import REFERENCE_EPOCHS, SYNTHETIC_EPOCHS, RunConfig, resolve
+from engine.run_dir import (check_fingerprint, claim_run_dir, clear_run_files, data_fingerprint, locked,
+                            refuse_links, truncate_metrics)
 from engine.scaling import RULES
 from engine.step import StepConfig, apply_gradients
 from models import ModelConfig, Schema, build_model
@@ -54,6 +60,7 @@ class Job:
     test: dict                      # sparse, dense, label of the test split, on the device
     bayes: dict                     # the synthetic data's Bayes-optimal metrics, or {}
     global_step: int = 0
+    checkpoint_step: int | None = None  # global step of the checkpoint on disk, None before the first
     samples: int = 0                # samples trained on in this process
     train_seconds: float = 0.0      # time inside take_step in this process
     started: float = field(default_factory=time.perf_counter)
@@ -75,6 +82,8 @@ def run(cfg: RunConfig, out: Path, resume: bool, **clip_hooks) -> dict:
     last_eval = None
     epoch = position["epoch"]
     for epoch in range(position["epoch"], cfg.epochs):
+        if _reached_max_steps(cfg, job.global_step):  # resumed at or past --max-steps: take no step
+            break
         start_step = position["step_in_epoch"] if epoch == position["epoch"] else 0
         step_in_epoch, evaluated = train_epoch(job, epoch, start_step, clip_hooks)
         last_eval = evaluated or last_eval
@@ -87,7 +96,7 @@ def run(cfg: RunConfig, out: Path, resume: bool, **clip_hooks) -> dict:
     if last_eval is None or last_eval["step"] != job.global_step:
         last_eval = evaluate_now(job, max(epoch, 0))
     final = {**last_eval, "steps": job.global_step, "wall_seconds": time.perf_counter() - job.started}
-    (out / "final_metrics.json").write_text(json.dumps(final, indent=2))
+    (out / "final_metrics.json").write_text(json.dumps(json_safe(final), indent=2, allow_nan=False))
     return final
 
 
@@ -99,34 +108,64 @@ def prepare(cfg: RunConfig, out: Path, resume: bool) -> tuple[Job, dict]:
     kernels, device_line = resolve_device(cfg.device)
     print(device_line)
     meta = load_meta(cfg.data)
+    fingerprint = data_fingerprint(cfg.data)
+    if resume:
+        check_fingerprint(out, cfg.data, fingerprint)
     schema = Schema.from_meta(meta)
     model = build_model(cfg.model, schema, ModelConfig(embed_dim=cfg.embed_dim, dropout=cfg.dropout,
                                                        init_stddev=cfg.init_stddev))
     xp = kernels.xp
     to_device = None if xp is np else xp.asarray
     reader = BatchReader(cfg.data, "train", cfg.bs, shuffle=True, seed=cfg.seed, to_device=to_device)
+    check_set_up(cfg, model, reader, meta, xp)
     step_config = StepConfig(lr=cfg.hp["lr"], lr_embed=cfg.hp["lr_embed"], l2=cfg.hp["l2"], clip=cfg.hp["clip"],
                              bound=cfg.hp["bound"], clip_form=cfg.clip_form, embed_optim=cfg.embed_optim,
                              warmup_updates=int(cfg.hp["warmup"] * reader.steps_per_epoch))
+    refuse_links(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps({**asdict(cfg), "step_config": asdict(step_config),
-                                                 "schema": asdict(schema), "device_line": device_line},
-                                                indent=2, default=str))
+                                                 "schema": asdict(schema), "device_line": device_line,
+                                                 "data_fingerprint": fingerprint}, indent=2, default=str))
     test = {k: xp.asarray(v) for k, v in read_split(cfg.data, "test").items() if k in ("sparse", "dense", "label")}
     rng = np.random.default_rng(cfg.seed)
     if resume:
-        params, state, position = load_checkpoint(out, xp.asarray)
+        params, state, position = resume_from_checkpoint(out, model, xp)
         rng.bit_generator.state = position["rng"]
-        print(f"resumed from {out / 'checkpoint'} at epoch {position['epoch'] + 1}, "
-              f"step {position['step_in_epoch']} (global step {position['global_step']})")
     else:
         params = {k: xp.asarray(v) for k, v in model.init_params(cfg.seed).items()}
         state = AdamState.zeros_like(params, xp)
         position = {"epoch": 0, "step_in_epoch": 0, "global_step": 0}
         (out / "metrics.jsonl").write_text("")
     job = Job(cfg, out, model, kernels, reader, step_config, params, state, rng, test, meta.get("bayes", {}),
-              global_step=position["global_step"])
+              global_step=position["global_step"], checkpoint_step=position["global_step"] if resume else None)
     return job, position
+
+
+def check_set_up(cfg: RunConfig, model, reader, meta: dict, xp) -> None:
+    """Before anything large is allocated: a train split and batch that make sense, a CowClip threshold
+    that is not zero everywhere (a warning), and enough memory (engine/guards.py, engine/footprint.py)."""
+    check_train_rows(reader.num_rows, cfg.bs, cfg.data)
+    warning = zero_clip_warning(cfg.hp["clip"], cfg.hp["bound"], cfg.init_stddev, model.uses_embedding)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
+    micro_batch = math.ceil(min(cfg.bs, reader.num_rows) / cfg.accum)
+    parts = estimate(model, micro_batch, reader.num_rows if reader.in_memory else 0,
+                     int(meta["splits"]["test"]["rows"]))
+    check_fits(parts, xp)
+
+
+def resume_from_checkpoint(out: Path, model, xp) -> tuple[dict, AdamState, dict]:
+    """The checkpoint in `out` (after finishing an interrupted swap), checked against the model, and
+    metrics.jsonl cut back to its step. -> (params, Adam state, position)."""
+    recovered = recover_checkpoint(out)
+    if recovered:
+        print(f"{out}: {recovered}")
+    params, state, position = load_checkpoint(out, xp.asarray, param_shapes(model))
+    dropped = truncate_metrics(out / "metrics.jsonl", position["global_step"])
+    print(f"resumed from {out / 'checkpoint'} at epoch {position['epoch'] + 1}, step {position['step_in_epoch']} "
+          f"(global step {position['global_step']})" + (f"; dropped {dropped} metrics.jsonl line(s) logged "
+                                                        f"after it" if dropped else ""))
+    return params, state, position
 
 
 def train_epoch(job: Job, epoch: int, start_step: int, clip_hooks: dict) -> tuple[int, dict | None]:
@@ -160,15 +199,29 @@ def take_step(job: Job, batch, epoch: int, step_in_epoch: int, clip_hooks: dict)
         loss, grads = accumulated_loss_and_grads(model, params, batch, job.cfg.accum, kernels, job.rng)
     else:
         loss, grads = model.loss(params, batch, kernels, training=True, rng=job.rng)
-    if not math.isfinite(loss):
-        raise TrainingError(f"non-finite loss ({loss}) at global step {job.global_step + 1} (epoch {epoch + 1}, "
-                            f"batch {step_in_epoch}); the last good checkpoint is kept in {job.out / 'checkpoint'}")
+    problem = loss_problem(loss)
+    if problem:
+        stop_diverged(job, problem, epoch, step_in_epoch)
     info = apply_gradients(model, params, grads, job.state, job.step_config, kernels, audit=job.cfg.audit,
                            **clip_hooks)
+    bad = non_finite_state(params, job.state, kernels.xp)
+    if bad:
+        stop_diverged(job, f"{len(bad)} parameter or Adam moment array(s) hold inf or nan after the update "
+                           f"({', '.join(bad[:3])})", epoch, step_in_epoch)
     job.global_step += 1
     job.train_seconds += time.perf_counter() - t0
     job.samples += int(batch.label.shape[0])
     return loss, info
+
+
+def stop_diverged(job: Job, problem: str, epoch: int, step_in_epoch: int) -> None:
+    """Stop at the step that went wrong (engine/guards.py), naming the checkpoint that really is on disk."""
+    if job.checkpoint_step is None:
+        kept = "no checkpoint had been written yet"
+    else:
+        kept = f"the last good checkpoint (global step {job.checkpoint_step}) is kept in {job.out / 'checkpoint'}"
+    raise TrainingError(f"{problem} at global step {job.global_step + 1} (epoch {epoch + 1}, batch "
+                        f"{step_in_epoch}); {kept}")
 
 
 def _reached_max_steps(cfg: RunConfig, global_step: int) -> bool:
@@ -181,7 +234,7 @@ def _reached_max_steps(cfg: RunConfig, global_step: int) -> bool:
 
 def _append(path: Path, record: dict) -> None:
     with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
+        f.write(json.dumps(json_safe(record), allow_nan=False) + "\n")
 
 
 def log_step(job: Job, epoch: int, loss: float, running: list, info: dict) -> None:
@@ -216,10 +269,14 @@ def evaluate_now(job: Job, epoch: int) -> dict:
         record["bayes_auc"], record["bayes_logloss"] = bayes.get("test_auc"), bayes.get("test_logloss")
     _append(job.metrics_path, record)
     beside = f"  (Bayes-optimal AUC {bayes['test_auc']:.4f}, logloss {bayes['test_logloss']:.4f})" if bayes else ""
-    print(f"[eval] epoch {epoch + 1} step {job.global_step}: test AUC {result['auc']:.5f}, logloss "
+    print(f"[eval] epoch {epoch + 1} step {job.global_step}: test AUC {_auc_text(result)}, logloss "
           f"{result['logloss']:.5f}{beside}; {record['samples_per_s']:,.0f} samples/s, "
           f"{record['elapsed']:.0f}s elapsed", flush=True)
     return record
+
+
+def _auc_text(result: dict) -> str:
+    return f"{result['auc']:.5f}" if result["auc"] is not None else f"undefined ({result['auc_undefined']})"
 
 
 def save(job: Job, epoch: int, step_in_epoch: int) -> None:
@@ -228,6 +285,7 @@ def save(job: Job, epoch: int, step_in_epoch: int) -> None:
         epoch, step_in_epoch = epoch + 1, 0
     position = {"epoch": epoch, "step_in_epoch": step_in_epoch, "global_step": job.global_step}
     save_checkpoint(job.out, job.params, job.state, position, job.rng.bit_generator.state, job.kernels.to_host)
+    job.checkpoint_step = job.global_step
 
 
 # --------------------------------------------------------------------------------------------
@@ -243,48 +301,79 @@ def _both(name: str, *more, **kwargs):
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @_both("model", default="deepfm", show_default=True,
        help="lr, fm, wdl (WD), deepfm, dcn, dcnv2 (full-rank DCN-v2), dcnmix (the reference's 'DCNv2'); any case")
-@_both("bs", default=131072, show_default=True, type=int, help="batch size")
+@_both("bs", default=131072, show_default=True, type=POSITIVE_INT, help="batch size")
 @_both("data", default=None, help="dataset directory (dataio format); default: the built-in synthetic set")
 @_both("dataset", default=None, help="criteo_kaggle | avazu | synthetic: picks the base hyperparameters")
-@_both("lr", default=None, type=float, help="dense learning rate (default: from --scale-rule)")
-@_both("lr_embed", default=None, type=float, help="embedding learning rate (default: from --scale-rule)")
-@_both("l2", default=None, type=float, help="L2 weight lambda on tables and the linear kernel")
-@_both("clip", default=None, type=float, help="CowClip r; 0 turns CowClip off")
-@_both("bound", default=None, type=float,
+@_both("lr", default=None, type=NON_NEGATIVE, help="dense learning rate (default: from --scale-rule)")
+@_both("lr_embed", default=None, type=NON_NEGATIVE, help="embedding learning rate (default: from --scale-rule)")
+@_both("l2", default=None, type=NON_NEGATIVE, help="L2 weight lambda on tables and the linear kernel")
+@_both("clip", default=None, type=NON_NEGATIVE, help="CowClip r; 0 turns CowClip off")
+@_both("bound", default=None, type=NON_NEGATIVE,
        help="CowClip zeta: in --clip-form reference (default) the reference's --bound, used as "
             "min_w = r*sqrt(dim)*bound; in --clip-form paper the floor zeta itself")
 @_both("clip_form", default="reference", show_default=True, type=click.Choice(["reference", "paper"]))
-@_both("warmup", default=None, type=float, help="epochs of linear dense-lr warm-up")
-@_both("init_stddev", default=None, type=float, help="embedding init stddev (default 1e-2 under cowclip, else 1e-4)")
-@_both("epoch", "--epochs", default=None, type=int,
+@_both("warmup", default=None, type=NON_NEGATIVE, help="epochs of linear dense-lr warm-up")
+@_both("init_stddev", default=None, type=NON_NEGATIVE, help="embedding init stddev (default 1e-2 under cowclip, else 1e-4)")
+@_both("epoch", "--epochs", default=None, type=POSITIVE_INT,
        help=f"epochs (default {REFERENCE_EPOCHS}; {SYNTHETIC_EPOCHS} on the built-in synthetic set)")
-@_both("sparse_embed_dim", default=10, show_default=True, type=int)
-@_both("dropout", default=0.0, show_default=True, type=float)
-@_both("seed", default=1235, show_default=True, type=int)
+@_both("sparse_embed_dim", default=10, show_default=True, type=POSITIVE_INT)
+@_both("dropout", default=0.0, show_default=True, type=PROBABILITY_BELOW_ONE)
+@_both("seed", default=1235, show_default=True, type=SEED)
 @_both("split", default="rand", show_default=True, help="recorded for comparison; the split is made by preprocessing")
 @_both("device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
 @_both("scale_rule", default="cowclip", show_default=True, type=click.Choice(list(RULES)))
-@_both("base_bs", default=1024, show_default=True, type=int)
+@_both("base_bs", default=1024, show_default=True, type=POSITIVE_INT)
 @_both("embed_optim", default="dense", show_default=True, type=click.Choice(["dense", "lazy"]),
        help="dense: the reference's table-wide L2 and Adam on every row; lazy: only the batch's rows")
 @_both("out", default=None, help="run directory (default runs/<model>-bs<bs>-<time>)")
 @click.option("--resume", is_flag=True, help="continue the run in --out from its checkpoint")
-@_both("eval_every", default=0, type=int, help="evaluate every N steps (default: at each epoch's end)")
-@_both("accum", default=1, show_default=True, type=int, help="process each batch as N micro-batches (exact)")
+@click.option("--overwrite", is_flag=True, help="replace the run already in --out (its checkpoint and logs)")
+@_both("eval_every", default=0, type=COUNT, help="evaluate every N steps (default: at each epoch's end)")
+@_both("accum", default=1, show_default=True, type=POSITIVE_INT, help="process each batch as N micro-batches (exact)")
 @_both("audit", is_flag=True, help="log CowClip statistics at each logged step")
-@_both("log_every", default=10, show_default=True, type=int)
-@_both("checkpoint_every", default=0, type=int, help="also checkpoint every N steps (always at epoch ends)")
-@_both("max_steps", default=0, type=int, help="stop after N steps (0: run all epochs)")
+@_both("log_every", default=10, show_default=True, type=POSITIVE_INT)
+@_both("checkpoint_every", default=0, type=COUNT, help="also checkpoint every N steps (always at epoch ends)")
+@_both("max_steps", default=0, type=COUNT, help="stop after N steps (0: run all epochs)")
 def main(**opts):
     """Train a CTR model with CowClip and evaluate it on the test split."""
+    overwrite = opts.pop("overwrite")
     try:
-        cfg, out = resolve(opts)
-        final = run(cfg, out, opts["resume"])
+        cfg, out = resolve(opts, explicit_options(click.get_current_context(), opts))
+        claim_run_dir(out, opts["resume"], overwrite)
+        with locked(out):
+            if overwrite:
+                clear_run_files(out)
+            if opts["resume"]:
+                refuse_finished_run(out, cfg)
+            final = run(cfg, out, opts["resume"])
     except (ValueError, FileNotFoundError, KeyError, RuntimeError, OSError) as error:
         raise TrainingError(str(error).strip().splitlines()[0] if str(error).strip() else repr(error))
+    except MemoryError as error:  # the estimate (engine/footprint.py) is a lower bound; this is the rest
+        raise TrainingError(f"out of memory: {str(error).strip() or 'an allocation failed'}; use a smaller --bs "
+                            f"or --sparse_embed_dim, or --accum")
     bayes = f" (Bayes-optimal {final['bayes_auc']:.4f})" if final.get("bayes_auc") else ""
-    print(f"[done] test AUC {final['auc']:.5f}{bayes}, logloss {final['logloss']:.5f}, "
+    print(f"[done] test AUC {_auc_text(final)}{bayes}, logloss {final['logloss']:.5f}, "
           f"{final['steps']} steps, {final['wall_seconds']:.0f}s; run directory {out}")
+
+
+def explicit_options(ctx: click.Context, opts: dict) -> frozenset:
+    """Names of the options the user gave (on the command line or through the environment), not defaults."""
+    given = (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+    return frozenset(name for name in opts if ctx.get_parameter_source(name) in given)
+
+
+def refuse_finished_run(out: Path, cfg: RunConfig) -> None:
+    """--resume of a run whose checkpoint is at the end of its last epoch: nothing is left to train."""
+    recovered = recover_checkpoint(out)
+    if recovered:
+        print(f"{out}: {recovered}")
+    state = out / "checkpoint" / "state.json"
+    if state.is_file():
+        position = json.loads(state.read_text())
+        if position.get("epoch", 0) >= cfg.epochs:
+            raise TrainingError(f"{out}: the run already finished (all {cfg.epochs} epochs, global step "
+                                f"{position.get('global_step')}); its results are in {out / 'final_metrics.json'}. "
+                                f"Evaluate it with python -m engine.evaluate --run {out}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,58 @@
+"""Checks that stop a run that cannot be right, before it starts or at the step it goes wrong.
+
+Divergence. A step is refused when, after it,
+    the loss is not finite, or it exceeds LOSS_LIMIT = 100 ln 2 (about 69.3), or
+    any parameter or Adam moment holds an inf or a nan.
+Why 100 ln 2: the binary log loss of predicting 1/2 everywhere is ln 2, and a model that starts
+near that (every model here starts with logits near 0) only reaches 100 times it when its mean
+logit is wrong by about 70 on every row: the updates have blown up. A moment of inf alone does not
+show in the loss (Adam divides by sqrt(v)), so the arrays are checked too, at every step: a sum
+per array, which is inf or nan when any element is (about 5 ms a step at V = 337,630, K = 10).
+
+Set-up. A train split with no rows, or a --bs larger than it, is refused: hyperparameters are
+scaled for --bs (engine/scaling.py), so a batch that can never be that large trains with the wrong
+ones. A configuration whose CowClip threshold is zero for every row is warned about.
+"""
+import math
+
+LOSS_LIMIT = 100 * math.log(2)
+
+
+def loss_problem(loss: float) -> str | None:
+    """Why this loss stops the run, or None."""
+    if not math.isfinite(loss):
+        return f"non-finite loss ({loss})"
+    if loss > LOSS_LIMIT:
+        return f"exploding loss ({loss:.4g} > {LOSS_LIMIT:.1f} = 100 ln 2, the limit in engine/guards.py)"
+    return None
+
+
+def non_finite_state(params: dict, state, xp) -> list:
+    """Names of the parameters and Adam moments (`m/<name>`, `v/<name>`) holding an inf or a nan.
+
+    A float sum is non-finite if any element is (or if the finite values overflow it, which at
+    float32's 3.4e38 is divergence too); the exact element-wise test runs only on a flagged array."""
+    arrays = {**params, **{f"m/{k}": a for k, a in state.m.items()}, **{f"v/{k}": a for k, a in state.v.items()}}
+    flagged = [name for name, a in arrays.items() if not math.isfinite(float(a.sum()))]
+    return [name for name in flagged if not bool(xp.isfinite(arrays[name]).all())] or flagged
+
+
+def check_train_rows(train_rows: int, bs: int, data: str) -> None:
+    """Refuse a train split with no rows, and a batch larger than the split (see the module docstring)."""
+    if train_rows == 0:
+        raise ValueError(f"{data}: the train split has no rows; nothing to train on (re-run preprocessing with "
+                         f"more data or a smaller test fraction)")
+    if bs > train_rows:
+        raise ValueError(f"--bs {bs} is larger than the {train_rows} training rows of {data}: every batch would "
+                         f"hold {train_rows} rows while lr, l2 and the clip are scaled for {bs}; use --bs "
+                         f"{train_rows} or less")
+
+
+def zero_clip_warning(clip: float, bound: float, init_stddev: float, uses_embedding: bool) -> str | None:
+    """The CowClip threshold cnt * max(r ||w||, zeta) (reference form: r cnt max(||w||, r sqrt(K) bound))
+    is zero for every row when the floor is zero and the rows start at zero: the clip then zeroes every
+    gradient, so the rows stay at zero for the whole run."""
+    if clip > 0 and bound == 0 and init_stddev == 0 and uses_embedding:
+        return ("warning: --bound 0 with --init_stddev 0 makes the CowClip threshold zero for every embedding "
+                "row, so the embeddings never move; give --bound > 0, --init_stddev > 0 or --clip 0")
+    return None

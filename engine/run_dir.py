@@ -1,0 +1,147 @@
+"""A run directory's protections: who may write into it, which dataset it was trained on, and its log.
+
+    claim_run_dir     an existing run directory is never replaced without --overwrite, and --resume
+                      needs one; --overwrite removes only the files a run writes
+    locked            an exclusive flock on <run>/.lock while a process trains into the directory
+    data_fingerprint  sha256 of the dataset's meta.json bytes (its schema, split sizes, the source
+                      file's checksum): recorded in config.json, checked on resume and by evaluate
+    truncate_metrics  metrics.jsonl cut back to a checkpoint's step, so a resumed run does not
+                      log the steps after the checkpoint twice
+"""
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+# what engine.train writes into a run directory; --overwrite removes these and nothing else
+RUN_FILES = ("config.json", "metrics.jsonl", "final_metrics.json")
+CHECKPOINT_DIRS = ("checkpoint", "checkpoint.tmp", "checkpoint.old")
+LOCK_NAME = ".lock"
+
+
+class RunDirError(ValueError):
+    """The run directory cannot be used as asked; the message says why and what to do."""
+
+
+def claim_run_dir(out: Path, resume: bool, overwrite: bool) -> None:
+    """Check that training may write into `out` (before anything is written), and print it.
+
+    A fresh run needs `out` absent or empty; an existing run directory is replaced only with
+    --overwrite, and a folder that is not a run directory is never touched."""
+    print(f"run directory: {out}", flush=True)
+    if resume:
+        if overwrite:
+            raise RunDirError("--resume continues the run in --out and --overwrite replaces it: give one")
+        if not (out / "config.json").is_file():
+            raise RunDirError(f"{out}: not a run directory (no config.json), nothing to resume")
+        return
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise RunDirError(f"--out {out}: exists and is not a directory")
+    entries = [p.name for p in out.iterdir() if p.name != LOCK_NAME]
+    if not entries:
+        return
+    if not is_run_dir(out):
+        raise RunDirError(f"--out {out}: an existing folder that is not a run directory (holds "
+                          f"{', '.join(sorted(entries)[:3])}{', ...' if len(entries) > 3 else ''}); "
+                          f"choose another --out")
+    if not overwrite:
+        raise RunDirError(f"--out {out}: holds a run already; pass --resume to continue it or --overwrite "
+                          f"to replace it")
+
+
+def is_run_dir(path: Path) -> bool:
+    return (path / "config.json").is_file() or any((path / d).is_dir() for d in CHECKPOINT_DIRS)
+
+
+def clear_run_files(out: Path) -> None:
+    """--overwrite: remove what an earlier run wrote (RUN_FILES, the checkpoints), nothing else."""
+    for name in RUN_FILES:
+        with contextlib.suppress(FileNotFoundError):
+            (out / name).unlink()
+    for name in CHECKPOINT_DIRS:
+        path = out / name
+        if path.is_symlink():
+            path.unlink()
+        elif path.is_dir():
+            shutil.rmtree(path)
+
+
+@contextlib.contextmanager
+def locked(out: Path):
+    """Hold an exclusive lock on `out` while the body runs; a second trainer gets a one-line error.
+
+    flock is released by the kernel when the process dies, so a killed run never leaves a stale lock
+    (the .lock file stays, empty of meaning, and is reused)."""
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / LOCK_NAME, "a+") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise RunDirError(f"{out}: another engine.train is running in this directory (pid {holder}); "
+                              f"wait for it or choose another --out") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def refuse_links(out: Path) -> None:
+    """A checkpoint is replaced by renaming directories, which replaces a symbolic link rather than
+    writing where it points (and the second save then fails). So links there are refused up front."""
+    for name in CHECKPOINT_DIRS:
+        if (out / name).is_symlink():
+            raise RunDirError(f"{out / name}: is a symbolic link (to {os.readlink(out / name)}); checkpoints "
+                              f"are swapped by rename, which would replace the link: move the checkpoint into "
+                              f"{out} or point --out at the directory the link leads to")
+
+
+def data_fingerprint(data_dir) -> str:
+    """sha256 of the dataset's meta.json: it names every split's rows and shards, the vocabulary sizes
+    and the source file's checksum, so re-preprocessing other data changes it."""
+    return "sha256:" + hashlib.sha256((Path(data_dir) / "meta.json").read_bytes()).hexdigest()
+
+
+def truncate_metrics(path: Path, step: int) -> int:
+    """Keep the records of metrics.jsonl up to global step `step` (and drop a torn last line); written to
+    a temp file and renamed. -> number of records dropped."""
+    if not path.exists():
+        return 0
+    kept, dropped = [], 0
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            dropped += 1
+            continue
+        if record.get("step", 0) <= step:
+            kept.append(line)
+        else:
+            dropped += 1
+    if dropped:
+        tmp = path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        os.replace(tmp, path)
+    return dropped
+
+
+def check_fingerprint(out: Path, data, fingerprint: str) -> None:
+    """On resume: the dataset must be the one the run was trained on (when the run recorded it)."""
+    try:
+        recorded = json.loads((out / "config.json").read_text()).get("data_fingerprint")
+    except (OSError, json.JSONDecodeError):
+        return  # engine.run_config reads config.json first and names its problem
+    if recorded is not None and recorded != fingerprint:
+        raise RunDirError(f"{data}: the dataset changed since {out} was trained on it (meta.json fingerprint "
+                          f"{fingerprint[:19]}..., the run recorded {recorded[:19]}...); resuming would train on "
+                          f"other data. Restore the dataset, or start a new run with another --out")
