@@ -81,6 +81,8 @@ def run(cfg: RunConfig, out: Path, resume: bool, **clip_hooks) -> dict:
     steps_per_epoch = job.reader.steps_per_epoch
     last_eval = None
     epoch = position["epoch"]
+    if _reached_max_steps(cfg, job.global_step):
+        print(f"global step {job.global_step} is at or past --max-steps {cfg.max_steps}: no step taken")
     for epoch in range(position["epoch"], cfg.epochs):
         if _reached_max_steps(cfg, job.global_step):  # resumed at or past --max-steps: take no step
             break
