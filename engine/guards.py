@@ -7,13 +7,16 @@ Why 100 ln 2: the binary log loss of predicting 1/2 everywhere is ln 2, and a mo
 near that (every model here starts with logits near 0) only reaches 100 times it when its mean
 logit is wrong by about 70 on every row: the updates have blown up. A moment of inf alone does not
 show in the loss (Adam divides by sqrt(v)), so the arrays are checked too, at every step: a sum
-per array, which is inf or nan when any element is (about 5 ms a step at V = 337,630, K = 10).
+per array, which is inf or nan when any element is (DeepFM at V = 337,630, K = 10: 11-19 ms a
+step measured on the loaded 2-core machine, under 1 % of its 2.1 s step).
 
 Set-up. A train split with no rows, or a --bs larger than it, is refused: hyperparameters are
 scaled for --bs (engine/scaling.py), so a batch that can never be that large trains with the wrong
 ones. A configuration whose CowClip threshold is zero for every row is warned about.
 """
 import math
+
+import numpy as np
 
 LOSS_LIMIT = 100 * math.log(2)
 
@@ -33,7 +36,8 @@ def non_finite_state(params: dict, state, xp) -> list:
     A float sum is non-finite if any element is (or if the finite values overflow it, which at
     float32's 3.4e38 is divergence too); the exact element-wise test runs only on a flagged array."""
     arrays = {**params, **{f"m/{k}": a for k, a in state.m.items()}, **{f"v/{k}": a for k, a in state.v.items()}}
-    flagged = [name for name, a in arrays.items() if not math.isfinite(float(a.sum()))]
+    with np.errstate(all="ignore"):  # inf + -inf is the nan this looks for, not a problem to warn about
+        flagged = [name for name, a in arrays.items() if not math.isfinite(float(a.sum()))]
     return [name for name in flagged if not bool(xp.isfinite(arrays[name]).all())] or flagged
 
 
