@@ -1,8 +1,8 @@
 """Checks that stop a run that cannot be right, before it starts or at the step it goes wrong.
 
-Divergence. A step is refused when, after it,
-    the loss is not finite, or it exceeds LOSS_LIMIT = 100 ln 2 (about 69.3), or
-    any parameter or Adam moment holds an inf or a nan.
+Divergence. The run stops at global step n, naming n and the checkpoint on disk, when
+    step n's loss is not finite, or exceeds LOSS_LIMIT = 100 ln 2 (about 69.3): before its update, or
+    after step n's update any parameter or Adam moment holds an inf or a nan.
 Why 100 ln 2: the binary log loss of predicting 1/2 everywhere is ln 2, and a model that starts
 near that (every model here starts with logits near 0) only reaches 100 times it when its mean
 logit is wrong by about 70 on every row: the updates have blown up. A moment of inf alone does not
