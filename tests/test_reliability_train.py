@@ -418,3 +418,20 @@ def test_19_12_a_checkpoint_that_is_a_symlink_is_refused_up_front(data, tmp_path
     result = invoke(train.main, ["--resume", "--out", out])
     assert result.exit_code == 1 and "symbolic link" in result.output
     assert (out / "checkpoint").is_symlink() and {p.name: p.read_bytes() for p in elsewhere.iterdir()} == kept
+
+
+def test_19_3_on_a_gpu_the_device_part_is_held_against_its_free_memory(monkeypatch):
+    """No GPU in CI: a stand-in for CuPy's memGetInfo and memory pool carries the numbers."""
+    from types import SimpleNamespace
+
+    from engine.footprint import MemoryShortError, check_fits
+
+    fake_cupy = SimpleNamespace(cuda=SimpleNamespace(runtime=SimpleNamespace(memGetInfo=lambda: (3 << 30, 8 << 30))),
+                                get_default_memory_pool=lambda: SimpleNamespace(free_bytes=lambda: 1 << 30))
+    monkeypatch.setattr("engine.footprint.available_host_bytes", lambda: 100 << 30)
+    gib = 1 << 30
+    check_fits({"params": gib, "adam": 2 * gib, "batch": gib // 2, "data": 50 * gib}, fake_cupy)  # 3.5 <= 4 GiB
+    with pytest.raises(MemoryShortError, match=r"needs at least 5.00 GiB .* 4.00 GiB is free on the GPU"):
+        check_fits({"params": gib, "adam": 2 * gib, "batch": 2 * gib, "data": gib}, fake_cupy)
+    with pytest.raises(MemoryShortError, match=r"data 120.00 GiB\), 100.00 GiB is available"):
+        check_fits({"params": 1, "adam": 2, "batch": 1, "data": 120 * gib}, fake_cupy)
