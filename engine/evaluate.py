@@ -35,7 +35,7 @@ def predict(model, params, arrays: dict, kernels, batch_size: int = 65536):
     for lo in range(0, n, batch_size):
         part = Batch(*(arrays[k][lo:lo + batch_size] for k in ("sparse", "dense", "label")))
         out.append(sigmoid(model.logits(params, part).astype(xp.float64)))
-    return xp.concatenate(out)
+    return xp.concatenate(out) if out else xp.zeros(0, dtype=xp.float64)
 
 
 def evaluate(model, params, arrays: dict, kernels) -> dict:

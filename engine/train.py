@@ -272,13 +272,17 @@ def evaluate_now(job: Job, epoch: int) -> dict:
     _append(job.metrics_path, record)
     beside = f"  (Bayes-optimal AUC {bayes['test_auc']:.4f}, logloss {bayes['test_logloss']:.4f})" if bayes else ""
     print(f"[eval] epoch {epoch + 1} step {job.global_step}: test AUC {_auc_text(result)}, logloss "
-          f"{result['logloss']:.5f}{beside}; {record['samples_per_s']:,.0f} samples/s, "
+          f"{_number(result['logloss'])}{beside}; {record['samples_per_s']:,.0f} samples/s, "
           f"{record['elapsed']:.0f}s elapsed", flush=True)
     return record
 
 
 def _auc_text(result: dict) -> str:
     return f"{result['auc']:.5f}" if result["auc"] is not None else f"undefined ({result['auc_undefined']})"
+
+
+def _number(value) -> str:
+    return "undefined" if value is None else f"{value:.5f}"
 
 
 def save(job: Job, epoch: int, step_in_epoch: int) -> None:
@@ -354,7 +358,7 @@ def main(**opts):
         raise TrainingError(f"out of memory: {str(error).strip() or 'an allocation failed'}; use a smaller --bs "
                             f"or --sparse_embed_dim, or --accum")
     bayes = f" (Bayes-optimal {final['bayes_auc']:.4f})" if final.get("bayes_auc") else ""
-    print(f"[done] test AUC {_auc_text(final)}{bayes}, logloss {final['logloss']:.5f}, "
+    print(f"[done] test AUC {_auc_text(final)}{bayes}, logloss {_number(final['logloss'])}, "
           f"{final['steps']} steps, {final['wall_seconds']:.0f}s; run directory {out}")
 
 

@@ -435,3 +435,15 @@ def test_19_3_on_a_gpu_the_device_part_is_held_against_its_free_memory(monkeypat
         check_fits({"params": gib, "adam": 2 * gib, "batch": 2 * gib, "data": gib}, fake_cupy)
     with pytest.raises(MemoryShortError, match=r"data 120.00 GiB\), 100.00 GiB is available"):
         check_fits({"params": 1, "adam": 2, "batch": 1, "data": 120 * gib}, fake_cupy)
+
+
+@pytest.mark.parametrize("labels,reason", [([], "no rows"), ([0, 0, 0], "all 3 labels are 0"),
+                                           ([1], "all 1 labels are 1"), ([1, 1], "all 2 labels are 1")])
+def test_19_10_why_auc_is_undefined(labels, reason):
+    from engine.evaluate import json_safe, scores
+
+    label = np.asarray(labels, dtype=np.float32)
+    result = scores(label, np.full(label.shape, 0.4))
+    assert result["auc"] is None and reason in result["auc_undefined"]
+    strict_json(json.dumps(json_safe(result), allow_nan=False))
+    assert scores(np.asarray([0, 1], np.float32), np.asarray([0.2, 0.7]))["auc"] == 1.0
