@@ -2,7 +2,7 @@
 
     python -m engine.evaluate --run runs/deepfm-bs131072-... [--data DIR] [--split test] [--predictions FILE]
 
-Prints AUC and logloss (and the Bayes-optimal values when the data set is synthetic); with
+Prints AUC, logloss, normalized entropy and calibration (and the Bayes-optimal values when the data set is synthetic); with
 --predictions, writes one click probability per row (float64 .npy, in the split's row order).
 """
 import json
@@ -16,7 +16,7 @@ from engine.backend import resolve_device
 from engine.checkpoint import load_checkpoint
 from engine.errors import TrainingError
 from engine.layers.loss import sigmoid
-from engine.metrics import auc, logloss
+from engine.metrics import all_metrics
 from models import ModelConfig, Schema, build_model
 
 
@@ -32,12 +32,12 @@ def predict(model, params, arrays: dict, kernels, batch_size: int = 65536):
 
 
 def evaluate(model, params, arrays: dict, kernels) -> dict:
-    """-> {"auc", "logloss"} of the model on `arrays`."""
+    """-> {"auc", "logloss", "ne", "calibration"} of the model on `arrays` (engine/metrics.py)."""
     prob = predict(model, params, arrays, kernels)
-    return {"auc": auc(arrays["label"], prob), "logloss": logloss(arrays["label"], prob)}
+    return all_metrics(arrays["label"], prob)
 
 
-@click.command()
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--run", "run_dir", required=True, type=click.Path(exists=True, file_okay=False))
 @click.option("--data", default=None, help="dataset directory (default: the run's)")
 @click.option("--split", default="test", show_default=True)
@@ -62,7 +62,7 @@ def main(run_dir, data, split, device, predictions):
         raise TrainingError(str(error).strip().splitlines()[0])
     prob = predict(model, params, arrays, kernels)
     result = {"split": split, "rows": int(arrays["label"].shape[0]), "global_step": info["global_step"],
-              "auc": auc(arrays["label"], prob), "logloss": logloss(arrays["label"], prob)}
+              **all_metrics(arrays["label"], prob)}
     if split == "test" and "bayes" in meta:
         result["bayes_auc"], result["bayes_logloss"] = meta["bayes"]["test_auc"], meta["bayes"]["test_logloss"]
     print(device_line)
