@@ -24,14 +24,17 @@ def eta_seconds(steps_done: int, steps_total: int, seconds_so_far: float) -> flo
     return max(steps_total - steps_done, 0) * seconds_so_far / steps_done
 
 
-def numba_kernels_cached() -> bool:
-    """True when Numba's on-disk cache already holds entries (*.nbi index files) for our CPU kernels:
-    next to engine/kernels (Numba's default) or under $NUMBA_CACHE_DIR."""
-    kernel_dir = Path(__file__).resolve().parent / "kernels"
-    places = [kernel_dir / "__pycache__"]
+def numba_cache_places() -> list:
+    """Where Numba keeps its cache of our kernels: next to engine/kernels, or under $NUMBA_CACHE_DIR."""
+    places = [Path(__file__).resolve().parent / "kernels" / "__pycache__"]
     if os.environ.get("NUMBA_CACHE_DIR"):
         places.append(Path(os.environ["NUMBA_CACHE_DIR"]))
-    for place in places:
+    return places
+
+
+def numba_kernels_cached(places: list | None = None) -> bool:
+    """True when Numba's on-disk cache already holds entries (*.nbi index files) for our CPU kernels."""
+    for place in numba_cache_places() if places is None else places:
         if place.is_dir() and any(next(place.rglob(f"{m}.*.nbi"), None) for m in KERNEL_MODULES):
             return True
     return False
