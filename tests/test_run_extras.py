@@ -2,6 +2,7 @@
 --profile, the model line, the ETA, learning-curve plots and -h on every entry point."""
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -54,13 +55,14 @@ def test_early_stop_keeps_the_best_and_reports_its_test_metrics(with_valid, tmp_
 
     out = tmp_path / "r"
     # learning rates 0: the valid AUC never improves after the first evaluation
-    output = _run(["--data", with_valid, "--out", str(out), "--bs", "256", "--epoch", "3", "--eval-every", "2",
+    output = _run(["--data", with_valid, "--out", str(out), "--bs", "512", "--epoch", "3", "--eval-every", "2",
                    "--early-stop", "2", "--lr", "0", "--lr_embed", "0", *TINY])
     final = json.loads((out / "final_metrics.json").read_text())
     evals = _records(out, "eval")
     assert [e["step"] for e in evals] == [2, 4, 6]            # stopped two evaluations after the best
     assert final["stopped_early"] and final["steps"] == 6 and final["step"] == 2
     assert final["valid_auc"] == evals[0]["valid_auc"] == evals[2]["valid_auc"]
+    assert re.search(r"epoch 1/3 \[#+\] \d+/\d+ loss .* ETA \d+s", output)   # the progress line
     assert "[early stop] 2 evaluations without a better valid AUC" in output and "[done] best checkpoint" in output
     # best/ is a run directory engine.evaluate can score: the same test metrics
     assert json.loads((out / "best" / "checkpoint" / "state.json").read_text())["global_step"] == 2
@@ -72,7 +74,7 @@ def test_early_stop_keeps_the_best_and_reports_its_test_metrics(with_valid, tmp_
 
 def test_early_stop_picks_the_best_of_a_learning_run(with_valid, tmp_path):
     out = tmp_path / "r"
-    _run(["--data", with_valid, "--out", str(out), "--bs", "256", "--epoch", "2", "--eval-every", "3",
+    _run(["--data", with_valid, "--out", str(out), "--bs", "512", "--max-steps", "8", "--eval-every", "2",
           "--early-stop", "100", "--lr_embed", "1e-2", *TINY])
     evals = _records(out, "eval")
     best = max(evals, key=lambda e: e["valid_auc"])          # the first of equals, as the rule is "better"
@@ -106,23 +108,23 @@ def test_normalized_entropy_and_calibration_by_their_definitions():
     assert math.isnan(normalized_entropy(np.ones(4), np.full(4, 0.5)))
 
 
-def test_log_profile_model_line_and_eta(with_valid, tmp_path):
+def test_log_profile_and_model_line(with_valid, tmp_path, monkeypatch):
     from engine.checkpoint import load_checkpoint
     from models import ModelConfig, Schema, build_model
     from dataio.meta import load_meta
 
+    monkeypatch.setattr(train, "PROFILE_STEPS", (3, 5))     # the reference's window is 80-100: too long here
     out = tmp_path / "r"
-    output = _run(["--data", with_valid, "--out", str(out), "--bs", "32", "--max-steps", "100", "--log",
-                   "--log_freq", "5", "--profile", *TINY])
+    output = _run(["--data", with_valid, "--out", str(out), "--bs", "256", "--max-steps", "6", "--log",
+                   "--log_freq", "3", "--profile", *TINY])
     model = build_model("deepfm", Schema.from_meta(load_meta(with_valid)), ModelConfig())
     count = sum(p.size for p in model.init_params(0).values())
     assert f"model: deepfm (DeepFM), {count:,} parameters" in output
-    assert "ETA " in output
     profile = (out / "profile.txt").read_text()
-    assert profile.startswith("steps 80-100") and "cumulative" in profile and "take_step" in profile
+    assert profile.startswith("steps 3-5") and "cumulative" in profile and "take_step" in profile
     last = _records(out, "step")[-1]
-    assert last["step"] == 100
-    params, state, _ = load_checkpoint(out, np.asarray)       # the parameters after step 100
+    assert last["step"] == 6
+    params, state, _ = load_checkpoint(out, np.asarray)       # the parameters after step 6
     for name, w in params.items():
         assert last[f"norm.weight.{name}"] == pytest.approx(np.linalg.norm(w.astype(np.float64)), rel=1e-9)
         assert last[f"norm.m.{name}"] == pytest.approx(np.linalg.norm(state.m[name].astype(np.float64)), rel=1e-9)
@@ -146,8 +148,8 @@ def test_plot_draws_runs_overlaid(with_valid, tmp_path):
     runs = []
     for lr_embed in ("1e-3", "1e-2"):
         runs.append(str(tmp_path / f"r{lr_embed}"))
-        _run(["--data", with_valid, "--out", runs[-1], "--bs", "512", "--epoch", "2", "--eval-every", "2",
-              "--lr_embed", lr_embed, *TINY])
+        _run(["--data", with_valid, "--out", runs[-1], "--bs", "512", "--max-steps", "4", "--eval-every", "2",
+              "--log-every", "1", "--lr_embed", lr_embed, *TINY])
     png = tmp_path / "curves.png"
     result = CliRunner().invoke(plot.main, [*runs, "--out", str(png)])
     assert result.exit_code == 0, result.output
