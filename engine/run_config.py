@@ -161,6 +161,12 @@ def differences_line(cfg: RunConfig, opts: dict) -> str:
             "dropout": cfg.dropout, "seed": cfg.seed, "log_freq": cfg.log_every}
     diffs = [f"{k} {ours[k]:.6g} (reference {ref[k]:.6g})" for k in ours
              if k in ref and abs(float(ours[k]) - float(ref[k])) > 1e-12 * max(abs(float(ref[k])), 1e-30)]
+    ref_split = opts["split"] or REFERENCE_DEFAULTS["split"]
+    if cfg.split != ref_split:
+        diffs.append(f"split {cfg.split} (reference {ref_split}; the data was made with {cfg.split})")
+    ref_dataset = (opts["dataset"] or REFERENCE_DEFAULTS["dataset"]).lower()
+    if cfg.dataset not in ("synthetic", ref_dataset) and {cfg.dataset, ref_dataset} != {"criteo", "criteo_kaggle"}:
+        diffs.append(f"dataset {cfg.dataset} (reference {ref_dataset}, its default; from the data's meta.json)")
     if cfg.embed_optim != "dense":
         diffs.append(f"embed_optim {cfg.embed_optim} (reference: dense, Adam on every row)")
     if cfg.clip_form != "reference" and cfg.hp["clip"] > 0:

@@ -199,10 +199,10 @@ def take_step(job: Job, batch, epoch: int, step_in_epoch: int, clip_hooks: dict)
                            **clip_hooks)
     job.global_step += 1
     job.steps_run += 1
-    if job.cfg.log and job.global_step % job.cfg.log_every == 0:
-        info.update(parameter_norms(params, grads, job.state))
     job.train_seconds += time.perf_counter() - t0
     job.samples += int(batch.label.shape[0])
+    if job.cfg.log and job.global_step % job.cfg.log_every == 0:
+        info.update(parameter_norms(params, grads, job.state))
     return loss, info
 
 
@@ -217,8 +217,9 @@ def total_steps(job: Job) -> int:
 
 
 def parameter_norms(params: dict, grads: dict, state: AdamState) -> dict:
-    """--log (the reference's): per parameter, the L2 norm of the weights, of the gradient as applied
-    (a table's: its batch rows after L2 and CowClip) and of the Adam moments m and v."""
+    """--log (the reference's): per parameter, the L2 norm of the weights, of the gradient and of the
+    Adam moments m and v. A table's gradient is its batch rows as Adam got them (L2 and CowClip in); a
+    dense weight's is the backward pass's (its L2 term is added inside the update)."""
     norms = {}
     for name, w in params.items():
         g = grads[name].rows if hasattr(grads[name], "rows") else grads[name]

@@ -9,8 +9,8 @@ from models.wdl import WDL
 
 # command-line name -> model. The reference's `DCNv2` is DeepCTR's DCNMix (low-rank mixture of
 # experts, the model behind the paper's DCN-v2 numbers), so that spelling builds DCNMix here;
-# full-rank DCN-v2 is `dcnv2full`.
-MODELS = {"lr": LR, "fm": FM, "wdl": WDL, "deepfm": DeepFM, "dcn": DCN, "dcnv2full": DCNv2, "dcnmix": DCNMix}
+# full-rank DCN-v2 (class DCNv2) is `dcnv2full`.
+MODELS = {cls.name: cls for cls in (LR, FM, WDL, DeepFM, DCN, DCNv2, DCNMix)}
 # the reference's spellings (compared case-insensitively); its "WD" is Wide&Deep
 ALIASES = {"wd": "wdl", "widedeep": "wdl", "wide&deep": "wdl", "dcnv2": "dcnmix"}
 

@@ -104,7 +104,7 @@ def test_avazu_data_gives_the_avazu_table(resolved, avazu, bs, lr, l2, bound):
     rule = ["--scale-rule", "cowclip"] if bs == 1024 else []
     cfg, code, output = resolved("--data", avazu, "--bs", str(bs), *rule)
     assert code == 0, output
-    assert cfg.dataset == "avazu"
+    assert cfg.dataset == "avazu" and "dataset avazu (reference criteo_kaggle, its default" in output
     assert abs(cfg.hp["lr"] - lr) < 0.01e-4 and cfg.hp["l2"] == pytest.approx(l2) and cfg.hp["bound"] == bound
 
 
@@ -119,6 +119,13 @@ def test_contradictions_stop_with_one_line(resolved, criteo, args, message):
     assert code != 0 and cfg is None
     errors = [line for line in output.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1 and message in errors[0] and "Traceback" not in output, output
+
+
+def test_the_recorded_split_is_used_and_said(resolved, synthetic, tmp_path):
+    seq = _as_kind(synthetic, tmp_path / "seq", "criteo", split="seq")
+    cfg, code, output = resolved("--data", seq)
+    assert code == 0 and cfg.split == "seq" and "split seq (reference rand" in output
+    assert resolved("--data", seq, "--split", "seq")[0].split == "seq"
 
 
 def test_the_reference_spelling_dcnv2_builds_dcnmix(resolved, criteo):
