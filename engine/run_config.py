@@ -19,6 +19,7 @@ SYNTHETIC_EPOCHS = 4      # the built-in data set: the default job must end with
 REFERENCE_EPOCHS = 10     # the reference train.py's default
 LOG_EVERY = 10            # steps between metrics.jsonl lines (the reference's --log_freq is 100)
 OPTIMIZERS = ("adam",)    # the reference's --opt: it implements adam only, and so do we
+GENERATION_SECONDS_PER_MROW = 4.0   # the built-in set: 4M rows in 13-19 s on the 2-core machine (README)
 # meta.json's kind -> the --dataset names that agree with it (the synthetic set is Criteo-shaped)
 DATASETS_OF_KIND = {"criteo": ("criteo_kaggle", "criteo"), "avazu": ("avazu",),
                     "synthetic": ("synthetic", "criteo_kaggle", "criteo")}
@@ -243,5 +244,3 @@ def _builtin_data(dataset: str) -> str:
               flush=True)
     return str(ensure_default())
 
-
-GENERATION_SECONDS_PER_MROW = 4.0   # README: 4M rows in about 15 s on this 2-core machine (13-19 s seen)
