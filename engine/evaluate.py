@@ -2,8 +2,8 @@
 
     python -m engine.evaluate --run runs/deepfm-bs131072-... [--data DIR] [--split test] [--predictions FILE]
 
-Prints AUC and logloss (and the Bayes-optimal values when the data set is synthetic) as one line of
-JSON; with --predictions, writes one click probability per row (float64 .npy, in the split's row order).
+Prints AUC, logloss, normalized entropy and calibration (and the Bayes-optimal values when the data set
+is synthetic) as one line of JSON; with --predictions, writes one click probability per row (float64 .npy, in the split's row order).
 AUC needs both classes: without them it is null, with "auc_undefined" saying why (never a bare NaN).
 --data must have the run's fields and vocabulary sizes; the run's own dataset directory must also
 still have the fingerprint recorded at training (engine/run_dir.py).
@@ -23,7 +23,7 @@ from engine.checkpoint import load_checkpoint
 from engine.errors import TrainingError
 from engine.footprint import param_shapes
 from engine.layers.loss import sigmoid
-from engine.metrics import auc, logloss
+from engine.metrics import all_metrics
 from models import ModelConfig, Schema, build_model
 
 
@@ -39,15 +39,19 @@ def predict(model, params, arrays: dict, kernels, batch_size: int = 65536):
 
 
 def evaluate(model, params, arrays: dict, kernels) -> dict:
-    """-> {"auc", "logloss"} of the model on `arrays`; auc None and "auc_undefined" when it has no meaning."""
+    """-> {"auc", "logloss", "ne", "calibration"} of the model on `arrays` (engine/metrics.py); a metric
+    without meaning is None, and "auc_undefined" says why AUC is."""
     return scores(arrays["label"], predict(model, params, arrays, kernels))
 
 
 def scores(label, prob) -> dict:
-    """{"auc", "logloss"} of probabilities against labels (n,); AUC None plus the reason when undefined."""
-    result = {"auc": auc(label, prob), "logloss": logloss(label, prob) if label.shape[0] else None}
-    if not math.isfinite(result["auc"]):
-        result["auc"], result["auc_undefined"] = None, auc_undefined_reason(label)
+    """The metrics of probabilities against labels (n,); None where undefined, AUC's reason beside it."""
+    if not label.shape[0]:
+        result = {"auc": None, "logloss": None, "ne": None, "calibration": None}
+    else:
+        result = json_safe(all_metrics(label, prob))
+    if result["auc"] is None:
+        result["auc_undefined"] = auc_undefined_reason(label)
     return result
 
 
@@ -88,7 +92,7 @@ def check_data_matches_run(config: dict, meta: dict, data: str, run_dir: str) ->
                          f"fingerprint differs); its ids may mean other things now")
 
 
-@click.command()
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--run", "run_dir", required=True, type=click.Path(exists=True, file_okay=False))
 @click.option("--data", default=None, help="dataset directory (default: the run's)")
 @click.option("--split", default="test", show_default=True)

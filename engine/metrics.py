@@ -3,7 +3,14 @@
     AUC     = (sum of the positives' ranks - P (P + 1) / 2) / (P N)     Mann-Whitney, ranks 1-based,
               tied scores share their average rank (so ties count 1/2, as scikit-learn's roc_auc_score)
     logloss = mean(-y ln p - (1 - y) ln(1 - p)),  p clipped to [1e-15, 1 - 1e-15]
+    NE      = sum(-y ln p - (1 - y) ln(1 - p)) / (-P ln c - N ln(1 - c)),   c = P / n the observed CTR,
+              p and c clipped to [1e-12, 1 - 1e-12]: the logloss over the logloss of always
+              predicting the observed CTR (torchrec's normalized entropy; < 1 means better than that)
+    calibration = sum(p) / sum(y): mean predicted CTR over observed CTR (torchrec's; 1 is calibrated)
+P positives, N negatives, n = P + N rows.
 """
+import math
+
 from engine.kernels.common import array_module_of
 
 
@@ -36,3 +43,31 @@ def logloss(label, prob, eps: float = 1e-15) -> float:
     y = label.astype(xp.float64)
     p = xp.clip(prob.astype(xp.float64), eps, 1 - eps)
     return float(-(y * xp.log(p) + (1 - y) * xp.log1p(-p)).mean())
+
+
+NE_ETA = 1e-12   # torchrec's clamp for normalized entropy
+
+
+def normalized_entropy(label, prob, eta: float = NE_ETA) -> float:
+    """label (n,), prob (n,) -> NE (float64); nan if one class is missing."""
+    xp = array_module_of(prob)
+    y = label.astype(xp.float64)
+    p = xp.clip(prob.astype(xp.float64), eta, 1 - eta)
+    cross_entropy = float(-(y * xp.log(p) + (1 - y) * xp.log1p(-p)).sum())
+    positives, n = float(y.sum()), y.shape[0]
+    ctr = min(max(positives / n, eta), 1 - eta)
+    baseline = -positives * math.log(ctr) - (n - positives) * math.log1p(-ctr)
+    return cross_entropy / baseline if positives not in (0.0, float(n)) else float("nan")
+
+
+def calibration(label, prob) -> float:
+    """label (n,), prob (n,) -> sum(prob) / sum(label); nan without positives."""
+    xp = array_module_of(prob)
+    positives = float(label.astype(xp.float64).sum())
+    return float(prob.astype(xp.float64).sum()) / positives if positives else float("nan")
+
+
+def all_metrics(label, prob) -> dict:
+    """{"auc", "logloss", "ne", "calibration"} of predictions `prob` for `label`."""
+    return {"auc": auc(label, prob), "logloss": logloss(label, prob),
+            "ne": normalized_entropy(label, prob), "calibration": calibration(label, prob)}

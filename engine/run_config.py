@@ -1,21 +1,31 @@
 """What a training run is: `RunConfig`, every setting decided, and how command-line options become one.
 
 The hyperparameters come from --scale-rule applied to the dataset's base (engine/scaling.py); any value
-given on the command line wins. A resumed run takes its saved config.json; an option given anew on the
-command line must agree with it (only RESUME_MAY_CHANGE may differ).
+given on the command line wins. The default rule, `auto`, trains the reference train.py's defaults at
+the base batch (its baseline command) and the CowClip rule at any other batch. The dataset kind and its
+split come from the data's meta.json. A resumed run takes its saved config.json; --config takes a saved
+config.json too, with the flags given on the command line winning.
 """
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
-from engine.scaling import DATASET_BASES, format_hyperparameters, scale_hyperparameters
+from engine.scaling import (DATASET_BASES, REFERENCE_DEFAULTS, default_init_stddev, format_hyperparameters,
+                            resolve_auto, scale_hyperparameters)
 from models import canonical_model_name
 
 SYNTHETIC_EPOCHS = 4      # the built-in data set: the default job must end within 10 minutes on 2 cores
 REFERENCE_EPOCHS = 10     # the reference train.py's default
 # options a resumed run may take anew; any other given on the command line must equal the saved value
 RESUME_MAY_CHANGE = ("out", "resume", "max_steps", "device")
+LOG_EVERY = 10            # steps between metrics.jsonl lines (the reference's --log_freq is 100)
+OPTIMIZERS = ("adam",)    # the reference's --opt: it implements adam only, and so do we
+GENERATION_SECONDS_PER_MROW = 4.0   # the built-in set: 4M rows in 13-19 s on the 2-core machine (README)
+# meta.json's kind -> the --dataset names that agree with it (the synthetic set is Criteo-shaped)
+DATASETS_OF_KIND = {"criteo": ("criteo_kaggle", "criteo"), "avazu": ("avazu",),
+                    "synthetic": ("synthetic", "criteo_kaggle", "criteo")}
+DATASET_OF_KIND = {"criteo": "criteo_kaggle", "avazu": "avazu", "synthetic": "synthetic"}
 
 
 @dataclass
@@ -42,6 +52,10 @@ class RunConfig:
     audit: bool
     split: str
     max_steps: int
+    early_stop: int = 0      # stop after this many evaluations without a better valid AUC (0: never)
+    log: bool = False        # per-parameter norms in metrics.jsonl (the reference's --log)
+    profile: bool = False    # profile steps 80-100 into profile.txt (the reference's --profile)
+    opt: str = "adam"
 
 
 def resolve(opts: dict, explicit: frozenset = frozenset()) -> tuple[RunConfig, Path]:
@@ -49,49 +63,127 @@ def resolve(opts: dict, explicit: frozenset = frozenset()) -> tuple[RunConfig, P
     explicit: the names of the options the user gave (not defaults); a resumed run checks them."""
     if opts["resume"]:
         return _resumed(opts, explicit)
+    if opts.get("opt", "adam") not in OPTIMIZERS:
+        raise ValueError(f"--opt {opts['opt']}: not implemented; the engine has {', '.join(OPTIMIZERS)} "
+                         f"(Keras Adam, as the reference)")
     model = canonical_model_name(opts["model"])
-    data = opts["data"]
-    dataset = (opts["dataset"] or ("synthetic" if data is None else "criteo_kaggle")).lower()
-    if dataset not in DATASET_BASES:
-        raise ValueError(f"unknown --dataset {dataset!r}; choose one of {sorted(DATASET_BASES)}")
-    if data is None:
-        data = _builtin_data(dataset)
+    data, meta = _data_and_meta(opts)
+    dataset = dataset_of(opts["dataset"], meta, data)
+    split = split_of(opts["split"], meta, data)
+    if opts.get("early_stop"):
+        require_valid_split(meta, data)
     explicit = {k: opts[k] for k in ("lr", "lr_embed", "l2", "clip", "bound", "warmup")}
     base = dict(DATASET_BASES[dataset], bs=opts["base_bs"])
     hp = scale_hyperparameters(opts["scale_rule"], opts["bs"], base, explicit)
-    init_stddev = opts["init_stddev"] if opts["init_stddev"] is not None else (
-        1e-2 if opts["scale_rule"] == "cowclip" else 1e-4)
+    rule_used = resolve_auto(opts["bs"], opts["base_bs"]) if opts["scale_rule"] == "auto" else opts["scale_rule"]
+    init_stddev = opts["init_stddev"] if opts["init_stddev"] is not None else default_init_stddev(rule_used)
     epochs = opts["epoch"] if opts["epoch"] is not None else (
         SYNTHETIC_EPOCHS if dataset == "synthetic" else REFERENCE_EPOCHS)
     if opts["accum"] < 1 or opts["bs"] < opts["accum"]:
         raise ValueError(f"--accum must be between 1 and --bs, got {opts['accum']}")
+    log_every = opts["log_every"] if opts["log_every"] is not None else LOG_EVERY
     cfg = RunConfig(model=model, bs=opts["bs"], epochs=epochs, data=data, dataset=dataset, device=opts["device"],
                     seed=opts["seed"], hp=hp, scale_rule=opts["scale_rule"], base_bs=opts["base_bs"],
                     embed_optim=opts["embed_optim"], clip_form=opts["clip_form"], embed_dim=opts["sparse_embed_dim"],
                     dropout=opts["dropout"], init_stddev=init_stddev, accum=opts["accum"],
-                    eval_every=opts["eval_every"], log_every=opts["log_every"],
-                    checkpoint_every=opts["checkpoint_every"], audit=opts["audit"], split=opts["split"],
-                    max_steps=opts["max_steps"])
+                    eval_every=opts["eval_every"], log_every=log_every,
+                    checkpoint_every=opts["checkpoint_every"], audit=opts["audit"], split=split,
+                    max_steps=opts["max_steps"], early_stop=opts.get("early_stop") or 0,
+                    log=bool(opts.get("log")), profile=bool(opts.get("profile")), opt=opts.get("opt") or "adam")
     out = Path(opts["out"] or f"runs/{model}-bs{opts['bs']}-{time.strftime('%Y%m%d-%H%M%S')}")
-    print(f"model {model}, batch {cfg.bs}, {epochs} epochs, scale rule {cfg.scale_rule} from base batch "
+    rule = cfg.scale_rule + (f" -> {rule_used}" if cfg.scale_rule == "auto" else "")
+    print(f"model {model}, batch {cfg.bs}, {epochs} epochs, scale rule {rule} from base batch "
           f"{cfg.base_bs}, clip form {cfg.clip_form}, embedding optimizer {cfg.embed_optim}, accum {cfg.accum}")
     print(f"hyperparameters: {format_hyperparameters(hp)}  init_stddev={init_stddev:g}  "
           f"embed_dim={cfg.embed_dim}  dropout={cfg.dropout:g}  seed={cfg.seed}")
+    print(differences_line(cfg, opts))
     return cfg, out
+
+
+def _data_and_meta(opts: dict) -> tuple[str, dict]:
+    """The dataset directory (the built-in set when --data is absent) and its validated meta.json."""
+    from dataio.meta import load_meta
+
+    data = opts["data"]
+    if data is None:
+        data = _builtin_data((opts["dataset"] or "synthetic").lower())
+    return data, load_meta(data)
+
+
+def dataset_of(flag: str | None, meta: dict, data: str) -> str:
+    """--dataset, checked against meta.json's kind; the kind's name when --dataset is absent."""
+    kind = meta["kind"]
+    if flag is None:
+        return DATASET_OF_KIND[kind]
+    dataset = flag.lower()
+    if dataset not in DATASET_BASES:
+        raise ValueError(f"unknown --dataset {flag!r}; choose one of {sorted(DATASET_BASES)}")
+    if dataset not in DATASETS_OF_KIND[kind]:
+        raise ValueError(f"--dataset {flag} contradicts {Path(data) / 'meta.json'}, which records kind {kind!r}; "
+                         f"drop --dataset (it is read from the data) or pass {DATASET_OF_KIND[kind]}")
+    return dataset
+
+
+def recorded_split(meta: dict) -> str:
+    """How the data was split: preprocessing records --split (rand, seq, x4); synthetic sets are random."""
+    return meta.get("options", {}).get("split") or "rand"
+
+
+def split_of(flag: str | None, meta: dict, data: str) -> str:
+    """--split must name the split the data was made with (preprocessing makes it, training cannot)."""
+    recorded = recorded_split(meta)
+    if flag is not None and flag != recorded:
+        raise ValueError(f"--split {flag} contradicts {Path(data) / 'meta.json'}, which records split {recorded!r}; "
+                         f"preprocess the raw file with --split {flag} into another directory to train on it")
+    return recorded
+
+
+def require_valid_split(meta: dict, data: str) -> None:
+    if "valid" not in meta["splits"]:
+        raise ValueError(f"--early-stop needs a 'valid' split, and {Path(data) / 'meta.json'} has only "
+                         f"{sorted(meta['splits'])}; preprocess with a validation split (e.g. --preset criteo_x4)")
+
+
+def reference_values(opts: dict) -> dict:
+    """What the reference train.py would train for the same command line: its defaults, then the
+    reference flags given (ours default to None when the reference's default is a derived value)."""
+    ref = dict(REFERENCE_DEFAULTS)
+    for key in ("bs", "lr", "lr_embed", "l2", "clip", "bound", "warmup", "init_stddev", "epoch",
+                "sparse_embed_dim", "dropout", "seed"):
+        if opts.get(key) is not None:
+            ref[key] = opts[key]
+    if opts.get("log_every") is not None:
+        ref["log_freq"] = opts["log_every"]
+    return ref
+
+
+def differences_line(cfg: RunConfig, opts: dict) -> str:
+    """Every resolved value that differs from the reference train.py's for the same command line."""
+    ref = reference_values(opts)
+    ours = {**cfg.hp, "init_stddev": cfg.init_stddev, "epoch": cfg.epochs, "sparse_embed_dim": cfg.embed_dim,
+            "dropout": cfg.dropout, "seed": cfg.seed, "log_freq": cfg.log_every}
+    diffs = [f"{k} {ours[k]:.6g} (reference {ref[k]:.6g})" for k in ours
+             if k in ref and abs(float(ours[k]) - float(ref[k])) > 1e-12 * max(abs(float(ref[k])), 1e-30)]
+    ref_split = opts["split"] or REFERENCE_DEFAULTS["split"]
+    if cfg.split != ref_split:
+        diffs.append(f"split {cfg.split} (reference {ref_split}; the data was made with {cfg.split})")
+    ref_dataset = (opts["dataset"] or REFERENCE_DEFAULTS["dataset"]).lower()
+    if cfg.dataset not in ("synthetic", ref_dataset) and {cfg.dataset, ref_dataset} != {"criteo", "criteo_kaggle"}:
+        diffs.append(f"dataset {cfg.dataset} (reference {ref_dataset}, its default; from the data's meta.json)")
+    if cfg.embed_optim != "dense":
+        diffs.append(f"embed_optim {cfg.embed_optim} (reference: dense, Adam on every row)")
+    if cfg.clip_form != "reference" and cfg.hp["clip"] > 0:
+        diffs.append(f"clip_form {cfg.clip_form} (reference: its clip.py form)")
+    if not diffs:
+        return "reference: every value equals what the reference train.py uses for this command line"
+    return "differs from the reference train.py for this command line: " + ", ".join(diffs)
 
 
 def _resumed(opts: dict, explicit: frozenset) -> tuple[RunConfig, Path]:
     """The saved configuration of the run in --out; only RESUME_MAY_CHANGE may be given anew."""
     if not opts["out"]:
         raise ValueError("--resume needs --out, the run directory to continue")
-    path = Path(opts["out"]) / "config.json"
-    try:
-        saved = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: not valid JSON ({error}); the run directory is damaged") from None
-    for derived in ("step_config", "schema", "device_line", "data_fingerprint"):
-        saved.pop(derived, None)
-    cfg = RunConfig(**saved)
+    cfg = RunConfig(**saved_config(Path(opts["out"]) / "config.json"))
     conflicts = resume_conflicts(cfg, opts, explicit)
     if conflicts:
         raise ValueError(f"--resume continues {opts['out']} as it was started; these options differ from its "
@@ -101,6 +193,16 @@ def _resumed(opts: dict, explicit: frozenset) -> tuple[RunConfig, Path]:
         cfg.device = opts["device"]
     print(f"resuming {opts['out']}: {format_hyperparameters(cfg.hp)}")
     return cfg, Path(opts["out"])
+
+
+def saved_config(path: Path) -> dict:
+    """config.json of a run -> the RunConfig fields it holds (derived entries dropped)."""
+    try:
+        saved = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON ({error}); the run directory is damaged") from None
+    names = {f.name for f in fields(RunConfig)}
+    return {k: v for k, v in saved.items() if k in names}
 
 
 def resume_conflicts(cfg: RunConfig, opts: dict, explicit: frozenset) -> list:
@@ -142,12 +244,50 @@ def _same(name: str, given, saved) -> bool:
     return given == saved
 
 
+# --config: RunConfig field -> the option that sets it
+_OPTION_OF_FIELD = {"epochs": "epoch", "embed_dim": "sparse_embed_dim"}
+_DERIVED = ("lr", "lr_embed", "l2", "clip", "bound", "warmup", "init_stddev")
+_RULE_INPUTS = ("bs", "base_bs", "scale_rule", "dataset")
+
+
+def options_from_config(opts: dict, path: str, given: set) -> dict:
+    """--config RUN/config.json: the saved run's settings as options, the flags in `given` winning.
+
+    The saved hyperparameters are taken as they were resolved, unless a flag that the scaling rule
+    reads (--bs, --base-bs, --scale-rule, --dataset) is given: then the rule derives them anew."""
+    saved = saved_config(Path(path))
+    merged = dict(opts)
+    for name, value in saved.items():
+        option = _OPTION_OF_FIELD.get(name, name)
+        if name == "hp":
+            continue
+        if option in merged and option not in given:
+            merged[option] = value
+    if not given & set(_RULE_INPUTS):
+        for key in _DERIVED:
+            if key not in given:
+                merged[key] = saved["init_stddev"] if key == "init_stddev" else saved["hp"][key]
+    print(f"configuration from {path} (flags given on the command line win: "
+          f"{', '.join(sorted(given)) or 'none'})")
+    return merged
+
+
 def _builtin_data(dataset: str) -> str:
-    """The built-in synthetic set's directory, generated on first use."""
+    """The built-in synthetic set's directory, generated on first use (and announced: it takes a while)."""
     if dataset != "synthetic":
         raise ValueError(f"--dataset {dataset} needs --data DIR: preprocess the raw file first with "
                          f"python -m dataio.preprocess (see README)")
-    from dataio.synthetic import ensure_default
+    from dataio.meta import MetaError, load_meta
+    from dataio.synthetic import SyntheticConfig, config_hash, default_cache_dir, ensure_default
 
-    print("data: the built-in synthetic Criteo-shaped set (generated on first use)", flush=True)
+    cfg = SyntheticConfig()
+    path = default_cache_dir() / f"synthetic-{cfg.rows}-s{cfg.seed}-{config_hash(cfg)}"
+    try:
+        load_meta(path)
+        print(f"data: the built-in synthetic Criteo-shaped set in {path}", flush=True)
+    except MetaError:
+        print(f"data: generating the built-in synthetic Criteo-shaped set once: {cfg.rows:,} rows into {path} "
+              f"(about {GENERATION_SECONDS_PER_MROW * cfg.rows / 1e6:.0f} s on 2 CPU cores; reused afterwards)",
+              flush=True)
     return str(ensure_default())
+

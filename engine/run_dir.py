@@ -17,8 +17,8 @@ import shutil
 from pathlib import Path
 
 # what engine.train writes into a run directory; --overwrite removes these and nothing else
-RUN_FILES = ("config.json", "metrics.jsonl", "final_metrics.json")
-CHECKPOINT_DIRS = ("checkpoint", "checkpoint.tmp", "checkpoint.old")
+RUN_FILES = ("config.json", "metrics.jsonl", "final_metrics.json", "early_stop.json", "profile.txt")
+CHECKPOINT_DIRS = ("checkpoint", "checkpoint.tmp", "checkpoint.old", "best")
 LOCK_NAME = ".lock"
 
 

@@ -12,13 +12,17 @@ models, the data and the engine: `run` is the loop, read top to bottom
         log / evaluate / checkpoint at their cadences
     evaluate at each epoch's end, checkpoint, and write final_metrics.json
 
-Hyperparameters: --scale-rule (default cowclip) computes lr, lr_embed, l2, clip, warmup and
-init_stddev for --bs from the dataset's base at --base-bs 1024 (engine/scaling.py, resolved in
-engine/run_config.py); any of them given on the command line wins. The reference train.py's flags
-are accepted as it spells them (--lr_embed, --init_stddev, ...) and with dashes.
+Hyperparameters: --scale-rule auto (the default) trains the reference train.py's defaults when --bs
+equals --base-bs (1024; its baseline command) and otherwise computes lr, lr_embed, l2, clip, bound,
+warmup and init_stddev for --bs with the CowClip rule from the dataset's base (engine/scaling.py,
+resolved in engine/run_config.py); any of them given on the command line wins. The reference
+train.py's flags are accepted as it spells them (--lr_embed, --init_stddev, ...) and with dashes.
 """
+import cProfile
+import io
 import json
 import math
+import pstats
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -31,18 +35,23 @@ from click.core import ParameterSource
 from engine.accumulate import accumulated_loss_and_grads
 from engine.backend import resolve_device
 from engine.checkpoint import load_checkpoint, recover_checkpoint, save_checkpoint
+from engine.early_stop import EarlyStopping, best_dir
 from engine.errors import TrainingError
 from engine.evaluate import evaluate, json_safe
 from engine.footprint import check_fits, estimate, param_shapes
 from engine.guards import check_train_rows, loss_problem, non_finite_state, zero_clip_warning
 from engine.optim import AdamState
 from engine.options import COUNT, NON_NEGATIVE, POSITIVE_INT, PROBABILITY_BELOW_ONE, SEED
-from engine.run_config import REFERENCE_EPOCHS, SYNTHETIC_EPOCHS, RunConfig, resolve
+from engine.progress import compile_notice, eta_seconds, format_duration
+from engine.run_config import (LOG_EVERY, OPTIMIZERS, REFERENCE_EPOCHS, SYNTHETIC_EPOCHS, RunConfig,
+                               options_from_config, resolve)
 from engine.run_dir import (check_fingerprint, claim_run_dir, clear_run_files, data_fingerprint, locked,
                             refuse_links, truncate_metrics)
-from engine.scaling import RULES
+from engine.scaling import CLI_RULES
 from engine.step import StepConfig, apply_gradients
-from models import ModelConfig, Schema, build_model
+from models import ModelConfig, Schema, build_model, describe_model
+
+PROFILE_STEPS = (80, 100)   # --profile: the reference's TensorBoard profile_batch '80,100'
 
 
 @dataclass
@@ -61,6 +70,11 @@ class Job:
     bayes: dict                     # the synthetic data's Bayes-optimal metrics, or {}
     global_step: int = 0
     checkpoint_step: int | None = None  # global step of the checkpoint on disk, None before the first
+    valid: dict | None = None       # the valid split, on the device, when --early-stop is on
+    early: EarlyStopping | None = None
+    stopped: bool = False           # early stopping said stop
+    profiler: cProfile.Profile | None = None
+    steps_run: int = 0              # steps taken in this process
     samples: int = 0                # samples trained on in this process
     train_seconds: float = 0.0      # time inside take_step in this process
     started: float = field(default_factory=time.perf_counter)
@@ -89,15 +103,20 @@ def run(cfg: RunConfig, out: Path, resume: bool, **clip_hooks) -> dict:
         start_step = position["step_in_epoch"] if epoch == position["epoch"] else 0
         step_in_epoch, evaluated = train_epoch(job, epoch, start_step, clip_hooks)
         last_eval = evaluated or last_eval
-        if _reached_max_steps(cfg, job.global_step):
+        if job.stopped or _reached_max_steps(cfg, job.global_step):
             save(job, epoch, step_in_epoch)
             break
         if not (cfg.eval_every and job.global_step % cfg.eval_every == 0):
             last_eval = evaluate_now(job, epoch)
         save(job, epoch, steps_per_epoch)
+        if job.stopped:
+            break
     if last_eval is None or last_eval["step"] != job.global_step:
         last_eval = evaluate_now(job, max(epoch, 0))
     final = {**last_eval, "steps": job.global_step, "wall_seconds": time.perf_counter() - job.started}
+    if job.early is not None:
+        final = {**best_test_metrics(job), "last": last_eval, "steps": job.global_step,
+                 "stopped_early": job.stopped, "wall_seconds": final["wall_seconds"]}
     (out / "final_metrics.json").write_text(json.dumps(json_safe(final), indent=2, allow_nan=False))
     return final
 
@@ -116,6 +135,8 @@ def prepare(cfg: RunConfig, out: Path, resume: bool) -> tuple[Job, dict]:
     schema = Schema.from_meta(meta)
     model = build_model(cfg.model, schema, ModelConfig(embed_dim=cfg.embed_dim, dropout=cfg.dropout,
                                                        init_stddev=cfg.init_stddev))
+    if cfg.opt not in OPTIMIZERS:   # a saved config.json (--resume) can carry anything
+        raise ValueError(f"--opt {cfg.opt}: not implemented; the engine has {', '.join(OPTIMIZERS)}")
     xp = kernels.xp
     to_device = None if xp is np else xp.asarray
     reader = BatchReader(cfg.data, "train", cfg.bs, shuffle=True, seed=cfg.seed, to_device=to_device)
@@ -140,6 +161,14 @@ def prepare(cfg: RunConfig, out: Path, resume: bool) -> tuple[Job, dict]:
         (out / "metrics.jsonl").write_text("")
     job = Job(cfg, out, model, kernels, reader, step_config, params, state, rng, test, meta.get("bayes", {}),
               global_step=position["global_step"], checkpoint_step=position["global_step"] if resume else None)
+    print(describe_model(cfg.model, params))
+    if cfg.early_stop:
+        job.valid = {k: xp.asarray(v) for k, v in read_split(cfg.data, "valid").items()
+                     if k in ("sparse", "dense", "label")}
+        job.early = EarlyStopping.load_or_new(out, cfg.early_stop)
+    notice = compile_notice(kernels.name)
+    if notice:
+        print(notice, flush=True)
     return job, position
 
 
@@ -177,6 +206,7 @@ def train_epoch(job: Job, epoch: int, start_step: int, clip_hooks: dict) -> tupl
     step_in_epoch = start_step
     for step_in_epoch, batch in enumerate(job.reader.iter_epoch(epoch, start_step), start=start_step + 1):
         loss, info = take_step(job, batch, epoch, step_in_epoch, clip_hooks)
+        profile_steps(job)
         running.append(loss)
         epoch_end = step_in_epoch == steps_per_epoch
         if job.global_step % cfg.log_every == 0 or epoch_end:
@@ -186,6 +216,8 @@ def train_epoch(job: Job, epoch: int, start_step: int, clip_hooks: dict) -> tupl
             tick = time.perf_counter()
         if cfg.eval_every and job.global_step % cfg.eval_every == 0:
             last_eval = evaluate_now(job, epoch)
+            if job.stopped:
+                break
         if cfg.checkpoint_every and job.global_step % cfg.checkpoint_every == 0:
             save(job, epoch, step_in_epoch)
         if _reached_max_steps(cfg, job.global_step):
@@ -211,8 +243,11 @@ def take_step(job: Job, batch, epoch: int, step_in_epoch: int, clip_hooks: dict)
         stop_diverged(job, f"{len(bad)} parameter or Adam moment array(s) hold inf or nan after the update "
                            f"({', '.join(bad[:3])})", epoch, step_in_epoch)
     job.global_step += 1
+    job.steps_run += 1
     job.train_seconds += time.perf_counter() - t0
     job.samples += int(batch.label.shape[0])
+    if job.cfg.log and job.global_step % job.cfg.log_every == 0:
+        info.update(parameter_norms(params, grads, job.state))
     return loss, info
 
 
@@ -230,6 +265,42 @@ def _reached_max_steps(cfg: RunConfig, global_step: int) -> bool:
     return bool(cfg.max_steps) and global_step >= cfg.max_steps
 
 
+def total_steps(job: Job) -> int:
+    """Steps the whole run will take (all epochs, or --max-steps if sooner)."""
+    steps = job.cfg.epochs * job.reader.steps_per_epoch
+    return min(steps, job.cfg.max_steps) if job.cfg.max_steps else steps
+
+
+def parameter_norms(params: dict, grads: dict, state: AdamState) -> dict:
+    """--log (the reference's): per parameter, the L2 norm of the weights, of the gradient and of the
+    Adam moments m and v. A table's gradient is its batch rows as Adam got them (L2 and CowClip in); a
+    dense weight's is the backward pass's (its L2 term is added inside the update)."""
+    norms = {}
+    for name, w in params.items():
+        g = grads[name].rows if hasattr(grads[name], "rows") else grads[name]
+        for what, array in (("weight", w), ("grad", g), ("m", state.m[name]), ("v", state.v[name])):
+            norms[f"norm.{what}.{name}"] = float((array.astype("float64") ** 2).sum() ** 0.5)
+    return norms
+
+
+def profile_steps(job: Job) -> None:
+    """--profile: cProfile over steps 80-100 (as the reference profiles batches 80-100), written as
+    the 40 costliest functions by cumulative time into RUN/profile.txt."""
+    if not job.cfg.profile:
+        return
+    first, last = PROFILE_STEPS
+    if job.global_step == first - 1 and job.profiler is None:
+        job.profiler = cProfile.Profile()
+        job.profiler.enable()
+    elif job.global_step == last and job.profiler is not None:
+        job.profiler.disable()
+        text = io.StringIO()
+        pstats.Stats(job.profiler, stream=text).sort_stats("cumulative").print_stats(40)
+        (job.out / "profile.txt").write_text(f"steps {first}-{last}\n" + text.getvalue())
+        job.profiler = None
+        print(f"[profile] steps {first}-{last}: {job.out / 'profile.txt'}", flush=True)
+
+
 # --------------------------------------------------------------------------------------------
 # what the loop writes: metrics.jsonl, the progress line, evaluations, checkpoints
 
@@ -244,15 +315,17 @@ def log_step(job: Job, epoch: int, loss: float, running: list, info: dict) -> No
               "running_loss": float(np.mean(running[-50:])), "lr": info["lr"],
               "lr_embed": job.step_config.lr_embed, "samples_per_s": job.samples_per_s,
               "elapsed": time.perf_counter() - job.started}
-    record.update({k: v for k, v in info.items() if k.startswith("audit.")})
+    record.update({k: v for k, v in info.items() if k.startswith(("audit.", "norm."))})
     _append(job.metrics_path, record)
 
 
 def show_progress(job: Job, epoch: int, step: int, loss: float) -> None:
     steps, bar_width = job.reader.steps_per_epoch, 20
     done = int(bar_width * step / max(steps, 1))
+    eta = eta_seconds(job.steps_run, total_steps(job) - (job.global_step - job.steps_run), job.train_seconds)
     line = (f"epoch {epoch + 1}/{job.cfg.epochs} [{'#' * done}{'.' * (bar_width - done)}] {step}/{steps} "
-            f"loss {loss:.5f}  {job.samples_per_s:,.0f} samples/s  {time.perf_counter() - job.started:.0f}s")
+            f"loss {loss:.5f}  {job.samples_per_s:,.0f} samples/s  {time.perf_counter() - job.started:.0f}s"
+            + (f"  ETA {format_duration(eta)}" if eta is not None else ""))
     if sys.stderr.isatty():  # redraw one line on a terminal; whole lines in a log
         print("\r" + line, end="\n" if step == steps else "", file=sys.stderr, flush=True)
     else:
@@ -269,11 +342,44 @@ def evaluate_now(job: Job, epoch: int) -> dict:
     bayes = job.bayes
     if bayes:
         record["bayes_auc"], record["bayes_logloss"] = bayes.get("test_auc"), bayes.get("test_logloss")
+    if job.early is not None:
+        observe_valid(job, epoch, record)
     _append(job.metrics_path, record)
     beside = f"  (Bayes-optimal AUC {bayes['test_auc']:.4f}, logloss {bayes['test_logloss']:.4f})" if bayes else ""
     print(f"[eval] epoch {epoch + 1} step {job.global_step}: test AUC {_auc_text(result)}, logloss "
-          f"{_number(result['logloss'])}{beside}; {record['samples_per_s']:,.0f} samples/s, "
-          f"{record['elapsed']:.0f}s elapsed", flush=True)
+          f"{_number(result['logloss'])}, NE {_number(result['ne'])}, calibration {_number(result['calibration'])}"
+          f"{beside}; "
+          f"{record['samples_per_s']:,.0f} samples/s, {record['elapsed']:.0f}s elapsed", flush=True)
+    if job.stopped:
+        print(f"[early stop] {job.cfg.early_stop} evaluations without a better valid AUC; the best was "
+              f"{job.early.best_valid_auc:.5f} at step {job.early.best_step}", flush=True)
+    return record
+
+
+def observe_valid(job: Job, epoch: int, record: dict) -> None:
+    """--early-stop: valid metrics into `record`; a new best is checkpointed into RUN/best/."""
+    valid = evaluate(job.model, job.params, job.valid, job.kernels)
+    record.update({f"valid_{k}": v for k, v in valid.items()})
+    if job.early.observe(valid["auc"], job.global_step):
+        position = {"epoch": epoch, "step_in_epoch": 0, "global_step": job.global_step}
+        save_checkpoint(best_dir(job.out), job.params, job.state, position, job.rng.bit_generator.state,
+                        job.kernels.to_host)
+    job.early.save(job.out)
+    job.stopped = job.early.should_stop
+
+
+def best_test_metrics(job: Job) -> dict:
+    """Test metrics of the checkpoint in RUN/best/ (the best valid AUC), for final_metrics.json."""
+    params, _, info = load_checkpoint(job.out / "best", job.kernels.xp.asarray)
+    result = evaluate(job.model, params, job.test, job.kernels)
+    record = {"type": "best", "step": info["global_step"], "valid_auc": job.early.best_valid_auc, **result}
+    if job.bayes:
+        record["bayes_auc"], record["bayes_logloss"] = job.bayes.get("test_auc"), job.bayes.get("test_logloss")
+    _append(job.metrics_path, record)
+    print(f"[best] step {record['step']} (valid AUC {record['valid_auc']:.5f}): test AUC {_auc_text(result)}, "
+          f"logloss {_number(result['logloss'])}, NE {_number(result['ne'])}, "
+          f"calibration {_number(result['calibration'])}; "
+          f"checkpoint {job.out / 'best'}", flush=True)
     return record
 
 
@@ -306,10 +412,13 @@ def _both(name: str, *more, **kwargs):
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @_both("model", default="deepfm", show_default=True,
-       help="lr, fm, wdl (WD), deepfm, dcn, dcnv2 (full-rank DCN-v2), dcnmix (the reference's 'DCNv2'); any case")
-@_both("bs", default=131072, show_default=True, type=POSITIVE_INT, help="batch size")
+       help="lr, fm, wdl (WD), deepfm, dcn, dcnmix (= DCNv2, as the reference: DeepCTR's DCNMix), "
+            "dcnv2full (full-rank DCN-v2); any case")
+@_both("bs", default=1024, show_default=True, type=POSITIVE_INT, help="batch size (the reference's default)")
 @_both("data", default=None, help="dataset directory (dataio format); default: the built-in synthetic set")
-@_both("dataset", default=None, help="criteo_kaggle | avazu | synthetic: picks the base hyperparameters")
+@_both("dataset", default=None,
+       help="criteo_kaggle | avazu | synthetic: picks the base hyperparameters; default: the kind in the "
+            "data's meta.json (a --dataset that contradicts it is an error)")
 @_both("lr", default=None, type=NON_NEGATIVE, help="dense learning rate (default: from --scale-rule)")
 @_both("lr_embed", default=None, type=NON_NEGATIVE, help="embedding learning rate (default: from --scale-rule)")
 @_both("l2", default=None, type=NON_NEGATIVE, help="L2 weight lambda on tables and the linear kernel")
@@ -325,9 +434,13 @@ def _both(name: str, *more, **kwargs):
 @_both("sparse_embed_dim", default=10, show_default=True, type=POSITIVE_INT)
 @_both("dropout", default=0.0, show_default=True, type=PROBABILITY_BELOW_ONE)
 @_both("seed", default=1235, show_default=True, type=SEED)
-@_both("split", default="rand", show_default=True, help="recorded for comparison; the split is made by preprocessing")
+@_both("split", default=None,
+       help="rand | seq | highfreq | x4: must match the split recorded in the data's meta.json (preprocessing "
+            "makes the split; default: the recorded one)")
 @_both("device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
-@_both("scale_rule", default="cowclip", show_default=True, type=click.Choice(list(RULES)))
+@_both("scale_rule", default="auto", show_default=True, type=click.Choice(list(CLI_RULES)),
+       help="auto: the reference train.py's defaults when --bs equals --base-bs, else cowclip; "
+            "none | sqrt | linear | cowclip: scale from the dataset's base at --base-bs")
 @_both("base_bs", default=1024, show_default=True, type=POSITIVE_INT)
 @_both("embed_optim", default="dense", show_default=True, type=click.Choice(["dense", "lazy"]),
        help="dense: the reference's table-wide L2 and Adam on every row; lazy: only the batch's rows")
@@ -337,15 +450,38 @@ def _both(name: str, *more, **kwargs):
 @_both("eval_every", default=0, type=COUNT, help="evaluate every N steps (default: at each epoch's end)")
 @_both("accum", default=1, show_default=True, type=POSITIVE_INT, help="process each batch as N micro-batches (exact)")
 @_both("audit", is_flag=True, help="log CowClip statistics at each logged step")
-@_both("log_every", default=10, show_default=True, type=POSITIVE_INT)
+@_both("log_every", "--log_freq", "--log-freq", default=None, type=POSITIVE_INT,
+       help=f"a metrics.jsonl line every N steps (default {LOG_EVERY}; the reference's --log_freq, whose default "
+            f"is 100, sets the same cadence of its TensorBoard scalars)")
+@_both("opt", default="adam", show_default=True,
+       help="optimizer, as the reference's --opt: only adam (Keras Adam) is implemented there and here; "
+            "any other value stops with an error")
+@_both("log", is_flag=True,
+       help="as the reference's --log: per-parameter norms of weights, gradients and Adam m, v in "
+            "metrics.jsonl at each logged step")
+@_both("eager", is_flag=True,
+       help="accepted for the reference's command lines (Keras run_eagerly); this engine always runs eagerly, "
+            "so it changes nothing")
+@_both("profile", is_flag=True,
+       help="as the reference's --profile (batches 80-100): cProfile over steps 80-100 into RUN/profile.txt")
+@_both("early_stop", default=0, type=COUNT,
+       help="stop after N evaluations without a better valid AUC; keeps RUN/best/ and reports its test metrics "
+            "(needs a 'valid' split)")
+@click.option("--config", "config_file", default=None, type=click.Path(dir_okay=False),
+       help="re-run a saved RUN/config.json; flags given on the command line win over it")
 @_both("checkpoint_every", default=0, type=COUNT, help="also checkpoint every N steps (always at epoch ends)")
 @_both("max_steps", default=0, type=COUNT, help="stop after N steps (0: run all epochs)")
-def main(**opts):
+@click.pass_context
+def main(ctx, **opts):
     """Train a CTR model with CowClip and evaluate it on the test split."""
     overwrite = opts.pop("overwrite")
     try:
-        cfg, out = resolve(opts, explicit_options(click.get_current_context(), opts))
-        claim_run_dir(out, opts["resume"], overwrite)
+        opts = apply_config_file(ctx, opts)
+        if opts["out"]:   # first, so that a run already there is refused before any other check
+            claim_run_dir(Path(opts["out"]), opts["resume"], overwrite)
+        cfg, out = resolve(opts, explicit_options(ctx, opts))
+        if not opts["out"]:
+            claim_run_dir(out, opts["resume"], overwrite)
         with locked(out):
             if overwrite:
                 clear_run_files(out)
@@ -358,7 +494,8 @@ def main(**opts):
         raise TrainingError(f"out of memory: {str(error).strip() or 'an allocation failed'}; use a smaller --bs "
                             f"or --sparse_embed_dim, or --accum")
     bayes = f" (Bayes-optimal {final['bayes_auc']:.4f})" if final.get("bayes_auc") else ""
-    print(f"[done] test AUC {_auc_text(final)}{bayes}, logloss {_number(final['logloss'])}, "
+    which = f"best checkpoint (step {final['step']}) " if "valid_auc" in final else ""
+    print(f"[done] {which}test AUC {_auc_text(final)}{bayes}, logloss {_number(final['logloss'])}, "
           f"{final['steps']} steps, {final['wall_seconds']:.0f}s; run directory {out}")
 
 
@@ -380,6 +517,18 @@ def refuse_finished_run(out: Path, cfg: RunConfig) -> None:
             raise TrainingError(f"{out}: the run already finished (all {cfg.epochs} epochs, global step "
                                 f"{position.get('global_step')}); its results are in {out / 'final_metrics.json'}. "
                                 f"Evaluate it with python -m engine.evaluate --run {out}")
+
+
+def apply_config_file(ctx: click.Context, opts: dict) -> dict:
+    """--config FILE: the saved run's options, under the ones given on the command line."""
+    path = opts.pop("config_file")
+    if path is None:
+        return opts
+    if opts["resume"]:
+        raise ValueError("--config and --resume: --resume already continues from the run's own config.json")
+    given = {name for name in opts
+             if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}
+    return options_from_config(opts, path, given)
 
 
 if __name__ == "__main__":

@@ -71,7 +71,7 @@ class DCN(_DeepAndCross):
 
 
 class DCNv2(_DeepAndCross):
-    name = "dcnv2"
+    name = "dcnv2full"   # the reference's "DCNv2" is DCNMix (models/__init__.py)
 
     def init_cross(self, rng):
         d, params = self.input_width, {}

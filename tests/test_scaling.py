@@ -3,15 +3,16 @@ import math
 
 import pytest
 
-from engine.scaling import CRITEO_BASE, scale_hyperparameters
+from engine.scaling import AVAZU_BASE, CRITEO_BASE, REFERENCE_DEFAULTS, scale_hyperparameters
 
 # bytedance/LargeBatchCTR README, Criteo: (batch, lr, l2, zeta); the README prints lr cut to 2 decimals
 CRITEO_TABLE = [(1024, 8e-4, 1e-5), (2048, 11.31e-4, 2e-5), (4096, 16e-4, 4e-5), (8192, 22.62e-4, 8e-5),
                 (16384, 32e-4, 16e-5), (32768, 45.25e-4, 32e-5), (65536, 64e-4, 64e-5),
                 (131072, 90.50e-4, 128e-5)]
-AVAZU_BASE = {"bs": 1024, "lr": 1e-4, "lr_embed": 1e-4, "l2": 1e-5, "clip": 1.0, "bound": 1e-3, "warmup": 0.0}
-AVAZU_TABLE = [(1024, 1e-4, 1e-5), (2048, 1.41e-4, 2e-5), (4096, 2e-4, 4e-5), (8192, 2.83e-4, 8e-5),
-               (16384, 4e-4, 16e-5), (32768, 5.66e-4, 32e-5), (65536, 8e-4, 64e-5)]
+# bytedance/LargeBatchCTR README, Avazu: (batch, lr, l2, zeta); its 128K row is tuned by hand
+AVAZU_TABLE = [(1024, 1e-4, 1e-5, 1e-3), (2048, 1.41e-4, 2e-5, 1e-3), (4096, 2e-4, 4e-5, 1e-4),
+               (8192, 2.83e-4, 8e-5, 1e-4), (16384, 4e-4, 16e-5, 1e-4), (32768, 5.66e-4, 32e-5, 1e-4),
+               (65536, 8e-4, 64e-5, 1e-4), (131072, 16e-4, 96e-5, 1e-4)]
 
 
 @pytest.mark.parametrize("bs,lr,l2", CRITEO_TABLE)
@@ -27,17 +28,19 @@ def test_criteo_128k_rounds_to_published_command():
     assert round(scale_hyperparameters("cowclip", 131072)["lr"] * 1e4, 2) == 90.51
 
 
-@pytest.mark.parametrize("bs,lr,l2", AVAZU_TABLE)
-def test_cowclip_rule_reproduces_avazu_rows_below_128k(bs, lr, l2):
+@pytest.mark.parametrize("bs,lr,l2,bound", AVAZU_TABLE)
+def test_cowclip_rule_reproduces_avazu_table(bs, lr, l2, bound):
     hp = scale_hyperparameters("cowclip", bs, AVAZU_BASE)
-    assert abs(hp["lr"] - lr) < 0.01e-4 and hp["l2"] == pytest.approx(l2)
+    assert abs(hp["lr"] - lr) < 0.01e-4 and hp["l2"] == pytest.approx(l2) and hp["bound"] == bound
+    assert hp["lr_embed"] == 1e-4 and hp["clip"] == 1.0
 
 
-def test_avazu_128k_row_is_hand_tuned_and_needs_overrides():
-    hp = scale_hyperparameters("cowclip", 131072, AVAZU_BASE)
-    assert hp["lr"] != pytest.approx(16e-4)      # the rule alone does not give the published row
-    hp = scale_hyperparameters("cowclip", 131072, AVAZU_BASE, {"lr": 16e-4, "l2": 96e-5, "bound": 1e-4})
-    assert (hp["lr"], hp["l2"], hp["bound"]) == (16e-4, 96e-5, 1e-4)
+def test_auto_is_the_reference_baseline_at_the_base_batch_and_cowclip_elsewhere():
+    base = scale_hyperparameters("auto", 1024)
+    assert {k: base[k] for k in ("lr", "lr_embed", "l2", "clip", "bound", "warmup")} == \
+        {k: REFERENCE_DEFAULTS[k] for k in ("lr", "lr_embed", "l2", "clip", "bound", "warmup")}
+    assert scale_hyperparameters("auto", 8192) == scale_hyperparameters("cowclip", 8192)
+    assert scale_hyperparameters("auto", 4096, dict(CRITEO_BASE, bs=4096))["clip"] == 0.0
 
 
 def test_other_rules():

@@ -55,7 +55,7 @@ VOCABS = {"small": 337_630, "criteo": 33_762_577}
 ZIPF_EXPONENT = 1.2
 HASH_PRIME = 1_000_000_007          # > every V_f, so rank -> rank * p mod V_f is a bijection
 NUM_DENSE, EMBED_DIM, HIDDEN = 13, 10, (400, 400, 400)
-ALL_MODELS = ("lr", "fm", "wdl", "deepfm", "dcn", "dcnv2", "dcnmix")
+ALL_MODELS = ("lr", "fm", "wdl", "deepfm", "dcn", "dcnv2full", "dcnmix")
 TORCH_MODELS = ("lr", "fm", "wdl", "deepfm")   # the ones with a lean torch twin
 MODES = ("dense", "lazy")
 GOAL_TORCH_RATIO, GOAL_FLOOR_RATIO = 0.5, 1.3
@@ -119,7 +119,7 @@ def step_config(mode: str):
 def dnn_flops(model, batch_size: int) -> float:
     """FLOPs of the DNN's GEMMs in one step: forward 2*B*I*H per Dense, backward twice that (dx
     and dW). The head Dense(1) is counted; cross layers are not."""
-    if model.name not in ("deepfm", "wdl", "dcn", "dcnv2", "dcnmix"):
+    if model.name not in ("deepfm", "wdl", "dcn", "dcnv2full", "dcnmix"):
         return 0.0
     widths = (model.input_width,) + tuple(model.config.dnn_hidden) + (1,)
     return 6.0 * batch_size * sum(i * h for i, h in zip(widths[:-1], widths[1:]))

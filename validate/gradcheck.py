@@ -24,6 +24,7 @@ pre-activations stay away from zero, where the function has a kink.
 import sys
 from collections import namedtuple
 
+import click
 import numpy as np
 
 from engine.backend import get_backend
@@ -260,5 +261,12 @@ def main() -> int:
     return 0 if worst <= TOLERANCE else 1
 
 
-if __name__ == "__main__":
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """Check every layer's and model's backward pass against float64 finite differences; prints a
+    table of (layer or model, parameter, max relative error) and exits 1 if any exceeds the tolerance."""
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    cli()
