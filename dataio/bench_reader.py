@@ -15,7 +15,7 @@ from dataio.reader import BatchReader
 from dataio.synthetic import ensure_default
 
 
-@click.command()
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--data", default=None, type=click.Path(exists=True, file_okay=False))
 @click.option("--split", default="train", show_default=True)
 @click.option("--batch-size", default=131072, show_default=True)

@@ -69,14 +69,19 @@ def check_out_dir(out: str | os.PathLike, inputs: tuple = (), option: str = "--o
             detail = f"it holds {', '.join(foreign)}" if foreign else "its meta.json is not dataio's"
             raise PreprocessError(f"{option} {given}: exists and is not a dataset written by this tool "
                                   f"({detail}); nothing was changed; {_HOW}")
-        if not os.access(real, os.W_OK | os.X_OK):
+        if not writable(real):
             raise PreprocessError(f"{option} {given}: not writable, so the old dataset cannot be replaced")
     ancestor = real.parent
     while not ancestor.exists():
         ancestor = ancestor.parent
-    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
+    if not ancestor.is_dir() or not writable(ancestor):
         raise PreprocessError(f"{option} {given}: cannot create it, {ancestor} is not a writable directory")
     return real
+
+
+def writable(path: Path) -> bool:
+    """May this process create and remove entries in directory path? (False on a read-only file system.)"""
+    return os.access(path, os.W_OK | os.X_OK)
 
 
 def pid_alive(pid: int) -> bool:
