@@ -22,6 +22,7 @@ from dataio.synthetic import ensure_default
 @click.option("--epochs", default=2, show_default=True, help="timed epochs after the warm-up epoch")
 @click.option("--stream", is_flag=True, help="force the streaming (shard window) mode")
 def main(data: str | None, split: str, batch_size: int, epochs: int, stream: bool) -> None:
+    """Rows/s of BatchReader over shuffled epochs (default data: the built-in synthetic set)."""
     data = data or str(ensure_default())
     kw = {"in_memory_bytes": 0} if stream else {}
     reader = BatchReader(data, split, batch_size, shuffle=True, seed=0, **kw)
