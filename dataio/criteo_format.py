@@ -46,12 +46,14 @@ class _CriteoPart:
         Views valid until the next call. Row buffers hold at most min(lines, bytes / 40) rows: a file
         of blank lines costs no more than one of real rows.
         """
-        lines = int(np.count_nonzero(buf == 10)) + 1
+        lines = int(np.count_nonzero(buf == 10)) + int(len(buf) > 0 and buf[-1] != 10)
         label, dense, codes = self._buffers(min(lines, len(buf) // _MIN_LINE_BYTES + 1))
         err_line, err_code, err_col = self.err
         counts = np.zeros(tk.NUM_ERROR_CODES, dtype=np.int64)
-        rows, n_err, _ = tk.parse_criteo(buf, first_line, at_eof, label, dense, codes, err_line, err_code,
-                                         err_col, counts, stop_at_first)
+        rows, n_err, seen = tk.parse_criteo(buf, first_line, at_eof, label, dense, codes, err_line, err_code,
+                                            err_col, counts, stop_at_first)
+        if seen != lines and not (stop_at_first and n_err):
+            raise RuntimeError(f"Criteo tokenizer read {seen} of {lines} lines")  # a bug, never a user error
         kept = [(int(err_line[i]), int(err_code[i]), int(err_col[i])) for i in range(min(n_err, _KEEP_ERRORS))]
         return label[:rows], dense[:rows], codes[:rows], counts, kept
 

@@ -39,10 +39,11 @@ def is_own_dataset(path: Path) -> bool:
             and all(_OWN_FILE.match(n) for n in names))
 
 
-def check_out_dir(out: str | os.PathLike, inputs: tuple = (), option: str = "--out") -> Path:
+def check_out_dir(out: str | os.PathLike, inputs: tuple = (), option: str = "--out", what: str = "the input"
+                  ) -> Path:
     """The real path to write the dataset `out` to, or PreprocessError saying why not (nothing touched).
 
-    inputs: files that must not lie inside it.
+    inputs: files that must not lie inside it (`what` names them in the message).
     """
     given = Path(out)
     if given.is_symlink():
@@ -59,7 +60,7 @@ def check_out_dir(out: str | os.PathLike, inputs: tuple = (), option: str = "--o
             continue
         item = Path(item).resolve()
         if item == real or real in item.parents:
-            raise PreprocessError(f"{option} {given}: contains the input {item}, which replacing it would "
+            raise PreprocessError(f"{option} {given}: contains {what} {item}, which replacing it would "
                                   f"delete; choose an --out outside it")
     if real.exists() or real.is_symlink():
         if not real.is_dir():

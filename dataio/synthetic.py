@@ -340,7 +340,7 @@ def generate(out_dir: str | os.PathLike, rows: int = 4_000_000, seed: int = 0, t
     """
     cfg = SyntheticConfig(rows=rows, seed=seed, test_fraction=test_fraction, **overrides)
     cfg.check()
-    check_out_dir(out_dir, inputs=(raw_tsv,))
+    check_out_dir(out_dir, inputs=(raw_tsv,), what="the --raw-tsv file")
     workers = default_workers() if workers is None else max(1, int(workers))
     t0 = time.perf_counter()
     model = planted_model(cfg, workers)

@@ -380,3 +380,15 @@ def test_i19c17_synthetic_option_errors_are_one_line(tmp_path, args, needle):
     line = one_line_error(CliRunner().invoke(main, ["--out", str(tmp_path / "d")] + args))
     assert needle in line, line
     assert not (tmp_path / "d").exists()
+
+
+def test_i15c1_synthetic_out_that_is_not_a_dataset_is_refused(tmp_path):
+    from dataio.synthetic import main
+    user = tmp_path / "mine"
+    user.mkdir()
+    (user / "notes.txt").write_text("keep me")
+    line = one_line_error(CliRunner().invoke(main, ["--out", str(user), "--rows", "100"]))
+    assert "not a dataset written by this tool" in line and (user / "notes.txt").read_text() == "keep me"
+    line = one_line_error(CliRunner().invoke(main, ["--out", str(tmp_path / "d"), "--rows", "100",
+                                                    "--raw-tsv", str(tmp_path / "d" / "raw.tsv")]))
+    assert "contains the --raw-tsv file" in line
