@@ -9,8 +9,14 @@ Modules, one idea each:
     reader.py      BatchReader (shuffled, resumable, prefetched batches) and read_split
     synthetic.py   Criteo-shaped data with a planted logistic model and known Bayes metrics
     tokenize.py    Numba tokenizer for raw Criteo TSV bytes (the fast path of preprocessing)
+    criteo_format.py, avazu_format.py   the two raw formats: columns, chunk -> arrays
+    chunks.py      whole-line chunks of a file; the input must not change between passes
+    errors.py      PreprocessError and the bounded log of skipped lines
+    splits.py      seeded train / valid / test assignment
+    outdir.py      what an existing --out may be, links, leftover temp dirs, SIGTERM clean-up
     vocab.py       vocabularies in the reference (LabelEncoder) order, min-count/OOV, save/load
-    preprocess.py  raw Criteo/Avazu file -> dataset directory (two streaming passes)
+    transforms.py  dense transforms (min-max, log, criteo_x4 buckets)
+    preprocess.py  raw Criteo/Avazu file -> dataset directory (two streaming passes) and its CLI
 """
 
 FORMAT_VERSION = 1

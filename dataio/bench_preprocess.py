@@ -42,11 +42,12 @@ def run_child(cmd: list[str]) -> tuple[float, int]:
     return wall, usage.ru_maxrss * 1024  # Linux reports KiB
 
 
-@click.command()
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--rows", default=2_000_000, show_default=True)
 @click.option("--workdir", default=None, type=click.Path(file_okay=False))
 @click.option("--skip-reference", is_flag=True)
 def main(rows: int, workdir: str | None, skip_reference: bool) -> None:
+    """Time our preprocessing against the reference pipeline on a synthetic raw Criteo TSV."""
     work = Path(workdir or tempfile.mkdtemp(prefix="bench-preprocess-"))
     work.mkdir(parents=True, exist_ok=True)
     tsv = work / f"criteo-{rows}.tsv"

@@ -15,13 +15,14 @@ from dataio.reader import BatchReader
 from dataio.synthetic import ensure_default
 
 
-@click.command()
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--data", default=None, type=click.Path(exists=True, file_okay=False))
 @click.option("--split", default="train", show_default=True)
 @click.option("--batch-size", default=131072, show_default=True)
 @click.option("--epochs", default=2, show_default=True, help="timed epochs after the warm-up epoch")
 @click.option("--stream", is_flag=True, help="force the streaming (shard window) mode")
 def main(data: str | None, split: str, batch_size: int, epochs: int, stream: bool) -> None:
+    """Rows/s of BatchReader over shuffled epochs (default data: the built-in synthetic set)."""
     data = data or str(ensure_default())
     kw = {"in_memory_bytes": 0} if stream else {}
     reader = BatchReader(data, split, batch_size, shuffle=True, seed=0, **kw)

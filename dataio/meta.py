@@ -6,8 +6,11 @@ meta.json itself is written to a temp file and renamed. So a crash never leaves 
 load_meta accepts.
 
 Keys: format_version, kind ("criteo" | "avazu" | "synthetic"), sparse_features [{name, vocab_size}],
-dense_features [{name, transform}], splits {name: {rows, shards}}, source {path, bytes, sha256 | ...},
-options {...}; synthetic sets also carry bayes {test_auc, test_logloss}.
+dense_features [{name, transform}], splits {name: {rows, shards[, crc32]}} (train and test always,
+valid when made), source {path, bytes, sha256 | ...}, options {...}; synthetic sets also carry
+bayes {test_auc, test_logloss}. A shard is named by a bare file name inside the directory; a name
+with a directory part, an absolute path, or one that resolves outside the directory (a symlink)
+is refused, so a crafted meta.json cannot point the reader at other files.
 """
 from __future__ import annotations
 
@@ -73,13 +76,36 @@ def load_meta(data_dir: str | os.PathLike) -> dict:
     for split, info in meta["splits"].items():
         if not {"rows", "shards"} <= set(info):
             raise MetaError(f"{path}: split {split!r} needs 'rows' and 'shards'; {fix}")
+        crcs = info.get("crc32")
+        if crcs is not None and (not isinstance(crcs, list) or len(crcs) != len(info["shards"])):
+            raise MetaError(f"{path}: split {split!r} has {len(info['shards'])} shards but crc32 is not a "
+                            f"list of as many entries; {fix}")
         for name in info["shards"]:
+            _check_shard_name(path, data_dir, split, name, fix)
             if not (data_dir / name).is_file():
                 raise MetaError(f"{path}: lists shard {name} of split {split!r}, but "
                                 f"{data_dir / name} is missing; {fix}")
     if meta["kind"] == "synthetic" and "bayes" not in meta:
         raise MetaError(f"{path}: synthetic dataset without 'bayes' metrics; {fix}")
     return meta
+
+
+def _check_shard_name(path: Path, data_dir: Path, split: str, name, fix: str) -> None:
+    """A shard must be a plain file name that stays inside data_dir (also after following links)."""
+    ok = isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and "\\" not in name \
+        and not Path(name).is_absolute()
+    if ok:
+        where = (data_dir / name).resolve()
+        ok = where.parent == data_dir.resolve()
+    if not ok:
+        raise MetaError(f"{path}: split {split!r} lists shard {name!r}, which is not a file inside "
+                        f"{data_dir}; refusing to read outside the dataset directory; {fix}")
+
+
+def shard_crcs(meta: dict, split: str) -> list:
+    """Per shard of `split`: {array: CRC-32} recorded at writing, or None (datasets made before)."""
+    info = meta["splits"][split]
+    return info.get("crc32") or [None] * len(info["shards"])
 
 
 def vocab_sizes(meta: dict) -> list[int]:

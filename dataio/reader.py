@@ -35,7 +35,7 @@ from typing import Callable, Iterator
 import h5py
 import numpy as np
 
-from dataio.meta import load_meta, vocab_sizes
+from dataio.meta import load_meta, shard_crcs, vocab_sizes
 from dataio.shards import read_shard
 
 Batch = namedtuple("Batch", ["sparse", "dense", "label"])
@@ -46,13 +46,14 @@ _BYTES_PER_ID = 4
 
 
 def read_split(data_dir: str | os.PathLike, split: str) -> dict[str, np.ndarray]:
-    """All rows of a split: {"sparse" (N, F), "dense" (N, D), "label" (N,)[, "prob" (N,)]}."""
+    """All rows of a split ("train", "valid" or "test"): {"sparse" (N, F), "dense" (N, D), "label" (N,)
+    [, "prob" (N,)]}. Each shard's checksums are verified when meta.json records them."""
     meta = load_meta(data_dir)
     if split not in meta["splits"]:
         raise KeyError(f"{Path(data_dir) / 'meta.json'}: no split {split!r}; have {list(meta['splits'])}")
     sizes = vocab_sizes(meta)
-    parts = [read_shard(Path(data_dir) / name, sizes, len(meta["dense_features"]))
-             for name in meta["splits"][split]["shards"]]
+    parts = [read_shard(Path(data_dir) / name, sizes, len(meta["dense_features"]), crc32=crc)
+             for name, crc in zip(meta["splits"][split]["shards"], shard_crcs(meta, split))]
     out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     if len(out["label"]) != meta["splits"][split]["rows"]:
         raise ValueError(f"{Path(data_dir) / 'meta.json'}: split {split!r} should have "
@@ -62,7 +63,8 @@ def read_split(data_dir: str | os.PathLike, split: str) -> dict[str, np.ndarray]
 
 
 class BatchReader:
-    """Batches of one split; see the module docstring for the order and prefetching.
+    """Batches of one split ("train", "valid" or "test"); see the module docstring for the order and
+    prefetching. Shards are checked against meta.json's checksums as they are loaded.
 
     Use: for batch in reader.iter_epoch(epoch, start_step): ...  (batch is a Batch)
     """
@@ -82,6 +84,7 @@ class BatchReader:
         self.vocab_sizes = vocab_sizes(self.meta)
         self.num_dense = len(self.meta["dense_features"])
         self.shard_paths = [self.data_dir / n for n in self.meta["splits"][split]["shards"]]
+        self.shard_crcs = shard_crcs(self.meta, split)
         self.shard_rows = [self._rows_of(p) for p in self.shard_paths]
         self.num_rows = int(sum(self.shard_rows))
         if self.num_rows != self.meta["splits"][split]["rows"]:
@@ -101,6 +104,10 @@ class BatchReader:
             raise ValueError(f"{path}: cannot read shard header ({e}); the file is truncated or corrupt; "
                              f"re-run preprocessing") from e
 
+    def _read(self, i: int) -> dict:
+        """Shard i, validated and checked against its recorded checksums."""
+        return read_shard(self.shard_paths[i], self.vocab_sizes, self.num_dense, crc32=self.shard_crcs[i])
+
     @property
     def steps_per_epoch(self) -> int:
         """Number of batches per epoch: floor(N / B) with drop_last, else ceil(N / B)."""
@@ -115,7 +122,7 @@ class BatchReader:
 
     def _memory_batches(self, epoch: int, start_step: int) -> Iterator[tuple]:
         if self._arrays is None:
-            parts = [read_shard(p, self.vocab_sizes, self.num_dense) for p in self.shard_paths]
+            parts = [self._read(i) for i in range(len(self.shard_paths))]
             self._arrays = {k: np.concatenate([p[k] for p in parts]) for k in _ARRAYS}
         a = self._arrays
         perm = self._epoch_rng(epoch).permutation(self.num_rows) if self.shuffle else None
@@ -147,7 +154,7 @@ class BatchReader:
             if consumed + window_rows <= skip:     # whole window before the resume point: not read
                 consumed += window_rows
                 continue
-            parts = [read_shard(self.shard_paths[s], self.vocab_sizes, self.num_dense) for s in window]
+            parts = [self._read(s) for s in window]
             arrays = [np.concatenate([p[k] for p in parts]) if len(parts) > 1 else parts[0][k] for k in _ARRAYS]
             # the window's shuffle is a permutation of its rows; each batch gathers its slice of it
             # (sorted, for memory locality) instead of the whole window being permuted first
@@ -185,12 +192,6 @@ class BatchReader:
             if put is not None:
                 sparse, dense, label = put(sparse), put(dense), put(label)
             yield Batch(sparse, dense, label)
-
-    def __iter__(self) -> Iterator[Batch]:
-        return self.iter_epoch(0)
-
-    def __len__(self) -> int:
-        return self.steps_per_epoch
 
 
 def _join(pieces: list[tuple]) -> tuple:

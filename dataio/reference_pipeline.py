@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from dataio.preprocess import AVAZU_SPARSE, CRITEO_DENSE, CRITEO_SPARSE
+from dataio.avazu_format import AVAZU_SPARSE
+from dataio.criteo_format import CRITEO_DENSE, CRITEO_SPARSE
 
 
 def reference_encode(dataset: str, path: str) -> dict[str, np.ndarray]:

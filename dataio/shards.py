@@ -10,10 +10,16 @@ A shard holds
 and attributes `format_version` and `rows`.
 
 Datasets are contiguous and uncompressed, so reading a shard is one sequential read per array.
+
+A shard is only ever data inside its own file: a dataset stored in another file (HDF5 external
+raw storage), a virtual dataset, and any link other than the plain ones are refused, so a crafted
+shard cannot make training read an arbitrary local file. When meta.json records the arrays'
+CRC-32s, read_shard recomputes them over the bytes it read and refuses a mismatch (a flipped bit).
 """
 from __future__ import annotations
 
 import os
+import zlib
 from pathlib import Path
 
 import h5py
@@ -22,6 +28,11 @@ import numpy as np
 from dataio import FORMAT_VERSION
 
 SHARD_ARRAYS = ("sparse", "dense", "label")
+
+
+def shard_arrays(with_prob: bool) -> tuple[str, ...]:
+    """Names of a shard's arrays, in the order they are written and checksummed."""
+    return SHARD_ARRAYS + (("prob",) if with_prob else ())
 
 
 class ShardError(ValueError):
@@ -78,13 +89,15 @@ def write_shard(path: str | os.PathLike, sparse: np.ndarray, dense: np.ndarray, 
 
 
 def read_shard(path: str | os.PathLike, vocab_sizes: list[int] | np.ndarray | None = None,
-               num_dense: int | None = None, check_values: bool = True) -> dict[str, np.ndarray]:
+               num_dense: int | None = None, check_values: bool = True,
+               crc32: dict[str, int] | None = None) -> dict[str, np.ndarray]:
     """Read and validate one shard; returns {"sparse", "dense", "label"[, "prob"]}.
 
-    Checks: the file opens (not truncated/corrupt), format_version matches, all arrays have `rows`
-    rows and the expected dtypes, ids lie in [0, vocab_sizes[f]) when vocab_sizes is given, dense
-    and label are finite and labels are 0/1 (when check_values). Any failure raises ShardError
-    naming the file.
+    Checks: the file opens (not truncated/corrupt), format_version matches, every array is stored
+    inside the file (no external storage, virtual dataset or external link), all arrays have `rows`
+    rows and the expected dtypes, their CRC-32s equal `crc32` ({array: crc}, from meta.json) when
+    given, ids lie in [0, vocab_sizes[f]) when vocab_sizes is given, dense and label are finite and
+    labels are 0/1 (when check_values). Any failure raises ShardError naming the file.
     """
     path = Path(path)
     if not path.is_file():
@@ -96,6 +109,7 @@ def read_shard(path: str | os.PathLike, vocab_sizes: list[int] | np.ndarray | No
                 raise ShardError(f"{path}: shard format_version {version!r}, this code reads "
                                  f"{FORMAT_VERSION}; {_fix_hint()}")
             rows = int(f.attrs["rows"])
+            _refuse_outside_storage(path, f)
             missing = [k for k in SHARD_ARRAYS if k not in f]
             if missing:
                 raise ShardError(f"{path}: shard lacks dataset(s) {missing}; {_fix_hint()}")
@@ -107,8 +121,44 @@ def read_shard(path: str | os.PathLike, vocab_sizes: list[int] | np.ndarray | No
     except (OSError, KeyError, ValueError) as e:  # h5py reports truncation/corruption as OSError
         raise ShardError(f"{path}: cannot read shard ({e}); the file is truncated or corrupt; "
                          f"{_fix_hint()}") from e
+    if crc32 is not None:
+        _check_crc32(path, out, crc32)
     _validate_arrays(path, out, rows, vocab_sizes, num_dense, check_values)
     return out
+
+
+def _refuse_outside_storage(path: Path, f: h5py.File) -> None:
+    """Every top-level member must be a hard link to a dataset whose bytes live in this file."""
+    for name in f:
+        link = f.get(name, getlink=True)
+        if not isinstance(link, h5py.HardLink):
+            raise ShardError(f"{path}: {name!r} is a {type(link).__name__}, not data stored in the shard; "
+                             f"refusing to follow it; {_fix_hint()}")
+        obj = f[name]
+        if not isinstance(obj, h5py.Dataset):
+            raise ShardError(f"{path}: {name!r} is not a dataset; {_fix_hint()}")
+        if obj.is_virtual:
+            raise ShardError(f"{path}: {name!r} is a virtual dataset (its data lives in other files); "
+                             f"refusing to read it; {_fix_hint()}")
+        if obj.id.get_create_plist().get_external_count() > 0:
+            raise ShardError(f"{path}: {name!r} uses external raw storage (its data lives in another file); "
+                             f"refusing to read it; {_fix_hint()}")
+
+
+def crc32_of(array: np.ndarray) -> int:
+    """CRC-32 of an array's bytes in C order (zlib.crc32, which releases the GIL on large buffers)."""
+    return zlib.crc32(np.ascontiguousarray(array))
+
+
+def _check_crc32(path: Path, out: dict, expected: dict) -> None:
+    for name, want in expected.items():
+        if name not in out:
+            raise ShardError(f"{path}: meta.json has a checksum for {name!r}, the shard has no such array; "
+                             f"{_fix_hint()}")
+        got = crc32_of(out[name])
+        if got != int(want):
+            raise ShardError(f"{path}: {name} fails its checksum (CRC-32 {got:08x}, meta.json records "
+                             f"{int(want):08x}): the file is corrupt; {_fix_hint()}")
 
 
 def _validate_arrays(path: Path, out: dict, rows: int, vocab_sizes, num_dense, check_values: bool) -> None:

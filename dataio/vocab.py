@@ -2,16 +2,22 @@
 
 Symbols: n values of a chunk, U distinct values, V vocabulary size of a field.
 
-Field f's vocabulary is the sorted array of its kept distinct raw values (int64 codes or str).
+Field f's vocabulary is the sorted array of its kept distinct raw values: int64 codes, or the raw
+bytes of a value (an object array of bytes; Avazu), compared as bytes, which for UTF-8 text is the
+order of Python's str and so of LabelEncoder.
 Id of a value = its position in that array; values not in it (rarer than min_count, or unseen when
 encoding new data with --vocab-from) get the OOV id = len(values), the last id. So
 vocab_size = len(values) + 1 and, with min_count = 1, the ids of all seen values are exactly
 LabelEncoder's codes.
 
-Order: Criteo codes are int64 (see tokenize.py), sorted numerically. String fields (Avazu) are
+Order: Criteo codes are int64 (see tokenize.py), sorted numerically. Byte-string fields (Avazu) are
 sorted as pandas would type them: if every distinct value of the field parses as an integer,
 pandas.read_csv makes the column int64 and LabelEncoder sorts numerically; otherwise it is an
 object column and sorts as strings.
+
+vocab.npz holds, per field name, either `NAME` (int64 (V-1,), sorted) or `NAME.bytes` (uint8, the
+values concatenated) with `NAME.offsets` (int64 (V,), value i is bytes[offsets[i]:offsets[i+1]]);
+older files hold `NAME` as a unicode array, read as UTF-8 bytes.
 """
 from __future__ import annotations
 
@@ -61,14 +67,17 @@ class ValueCounter:
 
 
 def reference_order(values: np.ndarray) -> np.ndarray:
-    """Sort distinct str values the way read_csv + LabelEncoder would: numerically if all are ints."""
+    """Sort distinct values the way read_csv + LabelEncoder would: numerically if all are ints.
+
+    Byte strings that name the same integer ("7", "07") are one value to pandas, so one id here.
+    """
     if values.dtype.kind in "iu":
         return np.sort(values)
     try:
-        as_int = values.astype(np.int64)
+        as_int = np.array([int(v) for v in values], dtype=np.int64)
     except (ValueError, OverflowError):
         return np.sort(values)
-    return np.sort(as_int)
+    return np.unique(as_int)
 
 
 def keep_frequent(values: np.ndarray, counts: np.ndarray, min_count: int) -> np.ndarray:
@@ -91,32 +100,53 @@ _NOT_AN_INT = np.iinfo(np.int64).min  # never a real value: pandas could not hav
 
 def to_int_or_sentinel(col: np.ndarray) -> np.ndarray:
     """str column -> int64, values that are not integers -> a sentinel (so they encode as OOV)."""
-    try:
-        return col.astype(np.int64)
-    except (ValueError, OverflowError):
-        out = np.empty(len(col), dtype=np.int64)
-        for i, v in enumerate(col):
-            try:
-                out[i] = int(v)
-            except ValueError:
-                out[i] = _NOT_AN_INT
-        return out
+    out = np.empty(len(col), dtype=np.int64)
+    for i, v in enumerate(col):
+        try:
+            out[i] = int(v)
+        except (ValueError, OverflowError):
+            out[i] = _NOT_AN_INT
+    return out
 
 
 def save_vocabs(names: list[str], vocabs: list[np.ndarray]) -> bytes:
-    """npz bytes holding one sorted value array per field name."""
+    """npz bytes holding each field's sorted values (layout in the module docstring)."""
+    arrays = {}
+    for name, values in zip(names, vocabs):
+        if values.dtype == object:
+            lengths = np.array([len(v) for v in values], dtype=np.int64)
+            arrays[f"{name}.bytes"] = np.frombuffer(b"".join(values), dtype=np.uint8)
+            arrays[f"{name}.offsets"] = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        else:
+            arrays[name] = values
     buf = io.BytesIO()
-    np.savez(buf, **dict(zip(names, vocabs)))
+    np.savez(buf, **arrays)
     return buf.getvalue()
 
 
 def load_vocabs(path, names: list[str]) -> list[np.ndarray]:
     """Sorted value arrays of `names` from a vocab.npz; a missing field is an error naming the file."""
     with np.load(path, allow_pickle=False) as z:
-        missing = [n for n in names if n not in z.files]
+        missing = [n for n in names if n not in z.files and f"{n}.bytes" not in z.files]
         if missing:
             raise ValueError(f"{path}: no vocabulary for field(s) {missing}; was it made for another dataset?")
-        return [z[n] for n in names]
+        out = []
+        for n in names:
+            if n in z.files:
+                values = z[n]
+                if values.dtype.kind == "U":                     # an older file: text -> UTF-8 bytes
+                    values = _object_array([v.encode("utf-8", "surrogateescape") for v in values])
+            else:
+                blob, offsets = z[f"{n}.bytes"].tobytes(), z[f"{n}.offsets"]
+                values = _object_array([blob[a:b] for a, b in zip(offsets[:-1], offsets[1:])])
+            out.append(values)
+        return out
+
+
+def _object_array(items: list) -> np.ndarray:
+    out = np.empty(len(items), dtype=object)
+    out[:] = items
+    return out
 
 
 # ---- fast path for int64 values: an open-addressing hash table (same ids as encode) ---------------------

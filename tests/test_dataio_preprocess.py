@@ -5,11 +5,15 @@ import numpy as np
 import pytest
 
 from dataio.meta import load_meta
-from dataio.preprocess import Options, PreprocessError, _assign_splits, preprocess
+from dataio.preprocess import RAND_TEST_FRACTION, PreprocessError, preprocess
 from dataio.reader import read_split
+from dataio.splits import assign_splits
 from dataio.synthetic import generate
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+# the reference samples: ../shared/data beside the checkout, or /work/shared/data beside a worktree
+_HERE = Path(__file__).resolve()
+SHARED = next((p for p in (_HERE.parents[2] / "shared" / "data", _HERE.parents[3] / "shared" / "data")
+               if p.is_dir()), _HERE.parents[2] / "shared" / "data")
 needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason=f"reference samples not found at {SHARED}")
 pytest.importorskip("pandas", reason="pandas is needed for the reference pipeline (pip install pandas)")
 pytest.importorskip("sklearn", reason="scikit-learn is needed for the reference pipeline")
@@ -20,7 +24,7 @@ def in_file_order(out, dataset, split, seed=0):
     """Rows of the written splits put back in file order, via the same seeded assignment."""
     meta = load_meta(out)
     n = sum(s["rows"] for s in meta["splits"].values())
-    assign, _ = _assign_splits(n, dataset, Options(dataset, split=split, seed=seed))
+    assign, _ = assign_splits(n, split, seed, RAND_TEST_FRACTION[dataset])
     full = {}
     for code, name in enumerate(("train", "valid", "test")):
         if name in meta["splits"]:
