@@ -224,8 +224,9 @@ def check_same_grid(done: dict, mine: dict, path: Path) -> None:
 
 
 def _same_run(saved: dict, cfg) -> bool:
+    # max_steps is not among them: it says where a run stops, not what its steps are
     keys = ("model", "bs", "epochs", "data", "hp", "embed_optim", "init_stddev", "seed", "clip_form", "base_bs",
-            "max_steps", "embed_dim", "dropout")
+            "embed_dim", "dropout")
     mine = asdict(cfg)
     return all(json.dumps(saved.get(k), sort_keys=True) == json.dumps(mine[k], sort_keys=True) for k in keys)
 
@@ -249,8 +250,10 @@ def train_one(cfg, rule: str, run_dir: Path, keep_checkpoint: bool) -> dict:
     first_step = 0
     state = run_dir / "checkpoint" / "state.json"
     if state.exists() and (run_dir / "config.json").exists():
-        if _same_run(json.loads((run_dir / "config.json").read_text()), cfg):
-            resume, first_step = True, json.loads(state.read_text())["global_step"]
+        at = json.loads(state.read_text())["global_step"]
+        if _same_run(json.loads((run_dir / "config.json").read_text()), cfg) and not (cfg.max_steps and
+                                                                                      at >= cfg.max_steps):
+            resume, first_step = True, at
     if not resume and run_dir.exists():
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -551,13 +554,19 @@ def markdown_report(records: list, test_counts: tuple[int, int] | None = None) -
 
 # distinct for every rule: color, marker and line style all change from one rule to the next
 MARKERS = "osD^vP*Xh<>p"
-LINESTYLES = ("-", "--", "-.", ":")
+LINESTYLES = ("-", "--", "-.", ":", (0, (5, 1, 1, 1, 1, 1)), (0, (1, 3)), (0, (8, 2)), (0, (3, 1, 3, 4)))
 
 
 def rule_style(rule: str, colors) -> dict:
     i = ORDER[rule]
     return dict(color=colors(i % 10), marker=MARKERS[i % len(MARKERS)], linestyle=LINESTYLES[i % len(LINESTYLES)],
                 label=rule)
+
+
+def _dodge(bs: list, rule: str, rules: list) -> list:
+    """Batch sizes moved a little sideways per rule, so that overlapping points and bars stay visible."""
+    shift = 2.0 ** (0.04 * (rules.index(rule) - (len(rules) - 1) / 2))
+    return [b * shift for b in bs]
 
 
 def plot_title(group: list) -> str:
@@ -590,14 +599,18 @@ def plot_report(records: list, path: Path) -> bool:
         base_bs = group[0]["base_bs"]
         baseline = seeds.get(("none", base_bs))
         sizes = sorted({r["bs"] for r in group})
-        for rule in sorted({r["rule"] for r in group}, key=ORDER.get):
+        rules = sorted({r["rule"] for r in group}, key=ORDER.get)
+        for rule in rules:
             style = rule_style(rule, colors)
-            points = sorted((r["bs"], r["wall_seconds"]) for r in group if r["rule"] == rule)
-            time_ax.plot([p[0] for p in points], [p[1] for p in points], **style)
+            walls = {}
+            for r in group:
+                if r["rule"] == rule:
+                    walls.setdefault(r["bs"], []).append(r["wall_seconds"])
+            time_ax.plot(sorted(walls), [statistics.fmean(walls[b]) for b in sorted(walls)], **style)
             if baseline is None:
                 continue
             gaps = [(bs, cell_gap(seeds[(rule, bs)], baseline)) for bs in sizes if (rule, bs) in seeds]
-            bs, mean = [b for b, _ in gaps], [g["mean"] for _, g in gaps]
+            bs, mean = _dodge([b for b, _ in gaps], rule, rules), [g["mean"] for _, g in gaps]
             low = [g["mean"] - g["lo"] if g.get("lo") is not None else 0.0 for _, g in gaps]
             high = [g["hi"] - g["mean"] if g.get("hi") is not None else 0.0 for _, g in gaps]
             gap_ax.errorbar(bs, mean, yerr=[low, high], capsize=3, **style)
@@ -611,7 +624,7 @@ def plot_report(records: list, path: Path) -> bool:
             ax.grid(alpha=0.3)
         time_ax.set_yscale("log")
         gap_ax.set_title(plot_title(group), fontsize=9)
-        time_ax.set_title("training and evaluation time per run", fontsize=9)
+        time_ax.set_title("training and evaluation time per run (mean over seeds)", fontsize=9)
         gap_ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -698,7 +711,9 @@ def _list(text: str | None, cast):
                                              "~/.cache/cowclip-engine)")
 @click.option("--batch-sizes", default=None, help="comma-separated, e.g. 1024,4096 (default: the preset's)")
 @click.option("--base-bs", default=None, type=int, help="the batch the rules scale from (default: the preset's)")
-@click.option("--rules", default=None, help=f"comma-separated subset of {','.join(ALL_RULES)}")
+@click.option("--rules", default=None, help=f"comma-separated subset of {','.join(ALL_RULES)} (with "
+                                            f"--embed-optim/--init-stddev: one sub-grid, one seed, in place of "
+                                            f"the preset's)")
 @click.option("--embed-optim", default=None, help="comma-separated subset of dense,lazy")
 @click.option("--init-stddev", default=None, help="comma-separated embedding init stddevs, e.g. 1e-2,1e-4")
 @click.option("--epochs", default=None, type=int, help="epochs of every run (default: the preset's; for "
