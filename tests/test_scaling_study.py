@@ -1,6 +1,7 @@
 """validate.scaling end to end on the `tiny` preset, and the ablation clips against plain NumPy."""
 import json
 
+import click
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -10,7 +11,7 @@ from engine.cowclip import cowclip
 from engine.kernels.cowclip import cowclip_rows_reference
 from engine.layers.embedding import RowGrad
 from validate.ablations import CLIP_RULES, ClipTally, clip_rule, cowclip_global, cowclip_nocnt, make_field_clip
-from validate.scaling import ALL_RULES, GPU_RULES, PRESETS, main
+from validate.scaling import ALL_RULES, GPU_RULES, main
 from validate.seeds import load_seeded, seeds_report
 
 
@@ -281,3 +282,18 @@ def test_another_seed_is_kept_apart_and_another_grid_is_refused(tmp_path):
         assert refused.exit_code != 0 and "holds another grid" in refused.output and field in refused.output
     assert (out / "results.jsonl").read_bytes() == before
     assert sorted(p.name for p in (out / "runs").iterdir()) == sorted(r["key"] for r in records)
+
+
+def test_result_lines_written_before_the_new_fields_keep_their_identity():
+    from validate.scaling import check_same_grid, run_identity
+
+    legacy = {"key": "deepfm-none-bs256-dense-init0.01", "model": "deepfm", "rule": "none", "bs": 256, "base_bs": 256,
+              "embed_optim": "dense", "init_stddev": 0.01, "epochs": 2, "data": "/d", "dataset": "synthetic",
+              "seed": 1235, "hp": {"lr": 8e-4}, "clip_form": "reference"}
+    now = dict(legacy, data_id="abc", train_fraction=1.0, embed_dim=10, dropout=0.0)
+    assert run_identity(legacy) == run_identity(now)
+    assert run_identity(dict(now, seed=2)) != run_identity(now)
+    assert run_identity(dict(now, train_fraction=0.5)) != run_identity(now)
+    check_same_grid({"a": legacy}, now, "results.jsonl")        # no fingerprint recorded: not a conflict
+    with pytest.raises(click.ClickException, match="data_id"):
+        check_same_grid({"a": dict(legacy, data_id="xyz")}, now, "results.jsonl")

@@ -96,8 +96,9 @@ def plan_budget(runs: list, train_rows: int, vocab_rows: int, budget_s: float, m
         per_run = steps * step_seconds(bs, vocab_rows, mine[0][1])
         lines.append(f"  batch {bs:>6}: {len(mine):>2} runs x {steps:>6,} steps/epoch x "
                      f"{1e3 * step_seconds(bs, vocab_rows, mine[0][1]):5.2f} ms = {len(mine) * per_run:7.1f} s/epoch")
+    longest = grid_seconds(runs, train_rows, vocab_rows, max_epochs, max_epochs)
     lines.append(f"  plus {RUN_OVERHEAD_S:g} s per run and {EVAL_S:g} s per evaluation (assumed): one full epoch of "
-                 f"the grid {full:,.0f} s, {max_epochs} epochs {grid_seconds(runs, train_rows, vocab_rows, max_epochs, max_epochs):,.0f} s")
+                 f"the grid {full:,.0f} s, {max_epochs} epochs {longest:,.0f} s")
     for epochs in range(max_epochs, 0, -1):
         seconds = grid_seconds(runs, train_rows, vocab_rows, epochs, epochs)
         if seconds <= budget_s:

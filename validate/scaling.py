@@ -11,8 +11,9 @@ base batch (none, sqrt, linear, cowclip), and the CowClip authors' ablations of 
 hyperparameters (lr * sqrt(s), l2 * s, 1 warm-up epoch, r = 1) and change only the clip; and
 `cowclip_noclip`, CowClip's hyperparameters with the clip off (r = 0), which separates what the
 clip does from what the hyperparameter rule does.
-Every run of a grid trains the same number of epochs, so a batch s times larger makes s times
-fewer updates: the "step budget" of each column is printed beside it.
+Every run of a grid trains the same number of epochs (under the gpu preset's budget, possibly the
+same share of one epoch), so a batch s times larger makes s times fewer updates: the "step
+budget" of each column is printed beside it.
 
 Outputs in --out:
     results.jsonl   one line per finished run (every setting that changes its result, test AUC and
@@ -156,8 +157,10 @@ def result_field(record: dict, name: str):
 
 
 def run_identity(record: dict) -> str:
-    """Every setting that changes a run's result, as one comparable string."""
-    return json.dumps({k: result_field(record, k) for k in GRID_FIELDS + RUN_FIELDS}, sort_keys=True)
+    """Every setting that changes a run's result, as one comparable string. The data's fingerprint is
+    left out (lines written before it was recorded lack it); check_same_grid holds a directory to one."""
+    return json.dumps({k: result_field(record, k) for k in GRID_FIELDS + RUN_FIELDS if k != "data_id"},
+                      sort_keys=True)
 
 
 def repair_results(path: Path) -> bytes | None:
@@ -779,7 +782,8 @@ def main(preset, out, model, data, dataset, rows, max_vocab, cache, batch_sizes,
                    f"init_stddev {','.join(f'{x:g}' for x in g['init_stddevs'])}")
     started = time.perf_counter()
     trained = run_grid(grid, out, model, data, dataset, device, seed, keep_checkpoints, max_runs, click.echo)
-    click.echo(f"trained {trained} new runs in {time.perf_counter() - started:.0f} s; results in {out / 'results.jsonl'}")
+    click.echo(f"trained {trained} new runs in {time.perf_counter() - started:.0f} s; "
+               f"results in {out / 'results.jsonl'}")
     write_report(out, click.echo)
 
 
