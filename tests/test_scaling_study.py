@@ -1,6 +1,7 @@
 """validate.scaling end to end on the `tiny` preset, and the ablation clips against plain NumPy."""
 import json
 
+import click
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -10,7 +11,7 @@ from engine.cowclip import cowclip
 from engine.kernels.cowclip import cowclip_rows_reference
 from engine.layers.embedding import RowGrad
 from validate.ablations import CLIP_RULES, ClipTally, clip_rule, cowclip_global, cowclip_nocnt, make_field_clip
-from validate.scaling import ALL_RULES, main
+from validate.scaling import ALL_RULES, GPU_RULES, main
 from validate.seeds import load_seeded, seeds_report
 
 
@@ -117,7 +118,9 @@ def test_tiny_preset_end_to_end_and_resumes(tmp_path):
     assert {r["rule"] for r in records} == set(ALL_RULES)
     for r in records:
         assert 0.0 <= r["auc"] <= 1.0 and r["steps"] > 0 and r["wall_seconds"] > 0
-        assert (r["clip_audit"] is not None) == (r["rule"] in CLIP_RULES)
+        # every run has a clip audit; runs with r = 0 say the clip was off
+        assert 0.0 <= r["clip_audit"]["clipped_fraction"] <= 1.0
+        assert (r["clip_audit"].get("clip") == "off") == (r["rule"] not in CLIP_RULES)
     table = (out / "table.md").read_text()
     for rule in ALL_RULES:
         assert f"| {rule} |" in table
@@ -158,3 +161,139 @@ def test_a_run_cut_off_mid_way_resumes_from_its_checkpoint(tmp_path):
     assert done["final"]["steps"] == 2 * done["steps_per_epoch"]
     assert sum(b["ids"] for b in done["audit"]["by_epoch"]["2"].values()) > 0
     assert not (tmp_path / "run" / "checkpoint").exists()
+
+
+# --------------------------------------------------------------------------------------------
+# the gpu preset, in a tiny form
+
+
+def _lines(out):
+    return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+
+
+def test_gpu_preset_tiny_form(tmp_path):
+    out = tmp_path / "out"
+    args = ["--preset", "gpu", "--rows", "700", "--max-vocab", "200", "--epochs", "1", "--batch-sizes", "128,256",
+            "--base-bs", "128", "--seed", "5", "--out", str(out), "--cache", str(tmp_path / "cache"),
+            "--device", "cpu"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    records = _lines(out)
+    assert {r["rule"] for r in records} == set(GPU_RULES)
+    seeds = {}
+    for r in records:
+        seeds.setdefault((r["rule"], r["bs"]), set()).add(r["seed"])
+    # a second seed for every cell at the largest batch and for the baseline it is paired with
+    assert all(seeds[(rule, 256)] == {5, 6} for rule in GPU_RULES)
+    assert seeds[("none", 128)] == {5, 6} and seeds[("cowclip", 128)] == {5}
+    by = {(r["rule"], r["bs"], r["seed"]): r for r in records}
+    noclip, cowclip = by[("cowclip_noclip", 256, 5)]["hp"], by[("cowclip", 256, 5)]["hp"]
+    assert noclip["clip"] == 0.0 and cowclip["clip"] > 0 and dict(noclip, clip=cowclip["clip"]) == cowclip
+    for r in records:
+        assert r["steps"] == r["steps_per_epoch"] and r["train_fraction"] == 1.0
+        assert len(r["auc_by_epoch"]) == len(r["logloss_by_epoch"]) == 1 and r["best_epoch"] == 1
+        assert r["auc"] == r["auc_by_epoch"][-1] and r["bayes_auc"] > 0.5
+        assert (r["clip_audit"].get("clip") == "off") == (r["hp"]["clip"] == 0.0)
+        if r["hp"]["clip"] > 0:
+            assert sum(b["ids"] for b in r["clip_audit"]["all"].values()) > 0
+    # one printed line per rule: the gap at the largest batch with its interval (2 seeds, paired)
+    for rule in GPU_RULES:
+        line = next(x for x in result.output.splitlines() if f" {rule} at 256: gap to none at 128" in x)
+        gaps = [by[(rule, 256, s)]["auc"] - by[("none", 128, s)]["auc"] for s in (5, 6)]
+        assert f"{sum(gaps) / 2:+.4f} [" in line and "2 seeds paired" in line
+    table = (out / "table.md").read_text()
+    assert "| cowclip_noclip |" in table and " x2 (" in table
+    try:
+        import matplotlib  # noqa: F401  (optional dependency)
+        assert (out / "scaling.png").stat().st_size > 0
+    except ImportError:
+        pass
+
+
+def test_gpu_preset_without_epochs_fits_the_budget_with_a_fraction_of_an_epoch(tmp_path):
+    from dataio.meta import load_meta
+    from dataio.synthetic import ensure_default
+    from validate.budget import grid_seconds
+
+    cache = tmp_path / "cache"
+    meta = load_meta(ensure_default(cache, rows=1000, max_vocab=200, test_fraction=0.1))
+    train_rows = meta["splits"]["train"]["rows"]
+    vocab = sum(f["vocab_size"] for f in meta["sparse_features"])
+    fixed, full = (grid_seconds([(128, "dense")], train_rows, vocab, e, 1) for e in (0, 1))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, [
+        "--preset", "gpu", "--rows", "1000", "--max-vocab", "200", "--rules", "none", "--batch-sizes", "128",
+        "--base-bs", "128", "--budget-s", str(fixed + 0.5 * (full - fixed)), "--out", str(out),
+        "--cache", str(cache), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "one full epoch of the grid does not fit" in result.output
+    [record] = _lines(out)
+    assert 0.0 < record["train_fraction"] < 1.0
+    assert record["steps"] == record["max_steps"] == max(1, int(record["train_fraction"] * record["steps_per_epoch"]))
+    assert record["steps"] < record["steps_per_epoch"]
+    assert "one pass over" in (out / "table.md").read_text()
+
+
+# --------------------------------------------------------------------------------------------
+# issue 19: the study's own results
+
+
+def test_a_torn_last_line_is_moved_aside_before_appending(tmp_path):
+    out = tmp_path / "out"
+    args = ["--preset", "tiny", "--rules", "none", "--batch-sizes", "256", "--out", str(out),
+            "--cache", str(tmp_path / "cache"), "--device", "cpu"]
+    assert CliRunner().invoke(main, args).exit_code == 0
+    path = out / "results.jsonl"
+    torn = path.read_bytes()[:-40]          # a kill in the middle of writing the line
+    path.write_bytes(torn)
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "torn" in result.output and "trained 1 new runs" in result.output
+    records = _lines(out)                    # every line parses: nothing was appended onto the fragment
+    assert [r["bs"] for r in records] == [256]
+    assert (out / "results.jsonl.torn").read_bytes() == torn + b"\n"
+    assert "| none | 0." in (out / "table.md").read_text()
+
+
+def test_a_complete_last_line_without_newline_is_kept(tmp_path):
+    from validate.scaling import repair_results
+
+    path = tmp_path / "results.jsonl"
+    path.write_text('{"key": "a"}\n{"key": "b"}')
+    assert repair_results(path) is None
+    assert path.read_text() == '{"key": "a"}\n{"key": "b"}\n'
+    assert not (tmp_path / "results.jsonl.torn").exists()
+
+
+def test_another_seed_is_kept_apart_and_another_grid_is_refused(tmp_path):
+    out = tmp_path / "out"
+    args = ["--preset", "tiny", "--rules", "none", "--batch-sizes", "256", "--out", str(out),
+            "--cache", str(tmp_path / "cache"), "--device", "cpu"]
+    assert CliRunner().invoke(main, args + ["--seed", "1"]).exit_code == 0
+    second = CliRunner().invoke(main, args + ["--seed", "2"])
+    assert second.exit_code == 0, second.output
+    assert "trained 1 new runs" in second.output
+    records = _lines(out)
+    assert sorted(r["seed"] for r in records) == [1, 2] and len({r["key"] for r in records}) == 2
+    assert "0." in (out / "table.md").read_text() and " x2 " in (out / "table.md").read_text()
+    before = (out / "results.jsonl").read_bytes()
+    for change, field in ((["--base-bs", "128"], "base_bs"), (["--epochs", "2"], "epochs")):
+        refused = CliRunner().invoke(main, args + ["--seed", "1"] + change)
+        assert refused.exit_code != 0 and "holds another grid" in refused.output and field in refused.output
+    assert (out / "results.jsonl").read_bytes() == before
+    assert sorted(p.name for p in (out / "runs").iterdir()) == sorted(r["key"] for r in records)
+
+
+def test_result_lines_written_before_the_new_fields_keep_their_identity():
+    from validate.scaling import check_same_grid, run_identity
+
+    legacy = {"key": "deepfm-none-bs256-dense-init0.01", "model": "deepfm", "rule": "none", "bs": 256, "base_bs": 256,
+              "embed_optim": "dense", "init_stddev": 0.01, "epochs": 2, "data": "/d", "dataset": "synthetic",
+              "seed": 1235, "hp": {"lr": 8e-4}, "clip_form": "reference"}
+    now = dict(legacy, data_id="abc", train_fraction=1.0, embed_dim=10, dropout=0.0)
+    assert run_identity(legacy) == run_identity(now)
+    assert run_identity(dict(now, seed=2)) != run_identity(now)
+    assert run_identity(dict(now, train_fraction=0.5)) != run_identity(now)
+    check_same_grid({"a": legacy}, now, "results.jsonl")        # no fingerprint recorded: not a conflict
+    with pytest.raises(click.ClickException, match="data_id"):
+        check_same_grid({"a": dict(legacy, data_id="xyz")}, now, "results.jsonl")

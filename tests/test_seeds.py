@@ -7,7 +7,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from validate.seeds import gap_summary, load_seeded, main, t95
+from validate.seeds import gap_summary, load_seeded, main, seeds_report, t95
 
 GRID = dict(model="deepfm", data="/data/x", epochs=2, base_bs=256, clip_form="reference", dataset="synthetic",
             embed_optim="lazy", init_stddev=0.01)
@@ -92,3 +92,19 @@ def test_refuses_a_seed_counted_twice_and_grids_that_differ(tmp_path):
         load_seeded([a, c])
     with pytest.raises(click.ClickException, match="no such file"):
         load_seeded([tmp_path / "missing"])
+
+
+def test_one_directory_may_hold_several_seeds_but_each_seed_counts_once(tmp_path):
+    both = tmp_path / "both"
+    both.mkdir()
+    lines = []
+    for seed, baseline, gap in ((1, 0.770, -0.010), (2, 0.775, -0.012)):
+        for rule, bs, auc in (("none", 256, baseline), ("cowclip", 1024, baseline + gap)):
+            lines.append(json.dumps(dict(GRID, key=f"deepfm-{rule}-bs{bs}-seed{seed}", rule=rule, bs=bs, seed=seed,
+                                         auc=auc)))
+    (both / "results.jsonl").write_text("\n".join(lines) + "\n")
+    report = seeds_report(load_seeded([both]), tol=1e-3)
+    assert "Seeds: 1, 2." in report and "| cowclip | 1K | 2 | -0.0110 |" in report
+    other = _write_grid(tmp_path / "other", 2, {("none", 256): 0.78})
+    with pytest.raises(click.ClickException, match="both hold seed 2"):
+        load_seeded([both, other])
