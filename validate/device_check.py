@@ -43,7 +43,7 @@ def unavailable_reason() -> str | None:
     if reason:
         return reason
     try:
-        from numba import cuda
+        from engine.kernels.common import cuda  # after the compatibility shims
 
         if not cuda.is_available():
             return "Numba sees no CUDA device (is numba-cuda installed and the driver loaded?)"

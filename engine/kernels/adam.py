@@ -23,9 +23,8 @@ import math
 
 import numba
 import numpy as np
-from numba import cuda
 
-from engine.kernels.common import array_module_of, for_cuda, launch
+from engine.kernels.common import array_module_of, cuda, for_cuda, launch
 from engine.kernels.cowclip import clip_scale
 
 NO_CLIP = -1.0  # absent_ratio meaning "rows absent from the batch are not clipped"

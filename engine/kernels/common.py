@@ -1,5 +1,10 @@
-"""Helpers shared by the kernel files: which array module holds an array, and a 1-D launch."""
+"""Helpers shared by the kernel files: which array module holds an array, a 1-D launch, and
+`cuda`, Numba's CUDA module. This is the one place that imports `numba.cuda` (the kernel files
+take it from here), so the compatibility shims of engine/cuda_compat.py always run first."""
 import numpy as np
+
+from engine import cuda_compat  # noqa: F401  (must precede `numba.cuda`)
+from numba import cuda  # noqa: E402,F401  (re-exported for the kernel files)
 
 THREADS_PER_BLOCK = 256
 

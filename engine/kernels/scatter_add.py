@@ -17,9 +17,8 @@ results are equal once aligned by id.
 """
 import numba
 import numpy as np
-from numba import cuda
 
-from engine.kernels.common import array_module_of, launch
+from engine.kernels.common import array_module_of, cuda, launch
 
 # --------------------------------------------------------------------------------------------
 # NumPy reference (the test oracle)
