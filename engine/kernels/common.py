@@ -18,11 +18,11 @@ def array_module_of(array):
     return cupy
 
 
-def launch(kernel, num_threads: int, *args) -> None:
+def launch(kernel, num_threads: int, *args, threads_per_block: int = THREADS_PER_BLOCK) -> None:
     """Run a `cuda.jit` kernel with one thread per item; each kernel guards `if t < n`."""
     if num_threads > 0:
-        blocks = (num_threads + THREADS_PER_BLOCK - 1) // THREADS_PER_BLOCK
-        kernel[blocks, THREADS_PER_BLOCK](*args)
+        blocks = (num_threads + threads_per_block - 1) // threads_per_block
+        kernel[blocks, threads_per_block](*args)
 
 
 def for_cuda(helper):

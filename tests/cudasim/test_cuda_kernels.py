@@ -2,6 +2,7 @@
 
 Run via tests/test_cuda_simulator.py, which starts pytest on this folder with
 NUMBA_ENABLE_CUDASIM=1 (it must be set before Numba is imported, so not in this process)."""
+import math
 import os
 
 import numpy as np
@@ -30,6 +31,71 @@ def test_scatter_add_cuda(dtype, rtol):
     want = sa.scatter_add_rows_reference(inverse, src.astype(np.float64), unique.size)
     got = sa.scatter_add_rows_cuda(inverse, src, unique.size)
     np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol)
+
+
+def _heavy_case(seed=1):
+    """N = 4000 ids over V = 300 rows, one id 3,000 times (12 chunks of SEGMENT_CHUNK), float32."""
+    rng = np.random.default_rng(seed)
+    ids = rng.permutation(np.concatenate([np.full(3000, 7), rng.integers(0, 300, 1000)]))
+    src = (rng.normal(size=(ids.size, 3)) + 0.3).astype(np.float32)      # a nonzero mean: |S| grows with n
+    return ids, src
+
+
+def segmented_sum_bound(src, inverse, num_unique, chunk):
+    """The bound stated in engine/kernels/scatter_add.py, against the exact sum: [U, C]."""
+    u32, u64 = 2.0 ** -24, 2.0 ** -53
+    n = np.bincount(inverse, minlength=num_unique)[:, None]                                  # (U, 1)
+    d = (np.minimum(n, chunk) - 1) + (-(-n // chunk) - 1)
+    gamma = d * u64 / (1 - d * u64)
+    abs_sum = np.zeros((num_unique, src.shape[1]))
+    np.add.at(abs_sum, inverse, np.abs(src.astype(np.float64)))
+    exact = np.array([[math.fsum(src[inverse == u, c].astype(np.float64)) for c in range(src.shape[1])]
+                      for u in range(num_unique)])                   # correctly rounded in float64
+    # |rows - exact| <= |rows - S| + |S - exact| <= (u32 + u64) |S| + (1 + u32) gamma sum|x|
+    return exact, (u32 + u64) / (1 - u64) * np.abs(exact) + (1 + u32) * gamma * abs_sum
+
+
+def test_scatter_add_cuda_within_the_derived_bound_of_the_exact_sum():
+    from engine.kernels import scatter_add as sa
+
+    ids, src = _heavy_case()
+    unique, inverse, counts = sa.index_ids_reference(ids, 300)
+    got = sa.scatter_add_rows_cuda(inverse, src, unique.size).astype(np.float64)
+    exact, bound = segmented_sum_bound(src, inverse, unique.size, sa.SEGMENT_CHUNK)
+    assert counts.max() >= 3000
+    assert np.all(np.abs(got - exact) <= bound), np.max(np.abs(got - exact) / bound)
+    # the bound is tight enough to catch float32 accumulation (what the atomics did, in some order)
+    float32_sum = sa.scatter_add_rows_reference(inverse, src, unique.size).astype(np.float64)
+    assert np.any(np.abs(float32_sum - exact) > bound)
+
+
+def test_scatter_add_cuda_sums_in_a_fixed_order_whatever_the_launch():
+    """Same bits on two runs and under three block sizes, and the same bits as a plain-Python sum
+    in the documented order: so no result depends on which thread runs when."""
+    from engine.kernels import scatter_add as sa
+
+    ids, src = _heavy_case(seed=2)
+    unique, inverse, _ = sa.index_ids_reference(ids, 300)
+    runs = [sa.scatter_add_rows_cuda(inverse, src, unique.size, threads_per_block=tpb)
+            for tpb in (256, 256, 64, 32)]
+    for other in runs[1:]:
+        assert other.dtype == np.float32 and other.tobytes() == runs[0].tobytes()
+    L = sa.SEGMENT_CHUNK
+    want = np.empty_like(runs[0])
+    for u in range(unique.size):
+        entries = np.flatnonzero(inverse == u)                                  # batch order
+        for c in range(src.shape[1]):
+            partials = []
+            for begin in range(0, entries.size, L):
+                total = 0.0
+                for i in entries[begin:begin + L]:
+                    total += float(src[i, c])
+                partials.append(total)
+            total = 0.0
+            for p in partials:
+                total += p
+            want[u, c] = total
+    assert want.tobytes() == runs[0].tobytes()
 
 
 @pytest.mark.parametrize("dtype,rtol", [(np.float64, 1e-12), (np.float32, 1e-6)])
