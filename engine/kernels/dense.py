@@ -1,12 +1,42 @@
 """The elementwise ends of a Dense + ReLU layer, fused into one pass each, and the input gradient
-of a one-unit Dense (the output head), for host arrays (`@njit`, threads over rows).
-engine/layers/mlp.py keeps the plain NumPy forms (two passes each, a (B, H) bool temporary
-backward, dy @ W^T) as their test oracle (tests/test_fast_paths.py).
-Symbols: B batch, H layer width."""
+of a Dense layer, which for a one-unit Dense (the output head) is an outer product.
+Symbols: B batch, I input width, H layer width.
+
+    bias_relu(y, b)                 y <- max(y + b, 0), in place                   -> y
+    relu_mask_bias_grad(dy, y, out) out <- dy * [y > 0] (out may be dy); db = sum_b out  -> db (H,)
+    dense_input_grad(dy, W)         dx = dy W^T                                    -> dx (B, I)
+
+Layout: NumPy reference (any array module: also the plain CuPy form), Numba CPU versions (`@njit`,
+threads over rows), with the wrappers that the backend table holds. The references are the CPU
+kernels' test oracle (tests/test_fast_paths.py)."""
 import numba
 import numpy as np
 
+from engine.kernels.common import array_module_of
+
 ROW_BLOCK = 2048        # rows per task: enough work per thread, a small partial-sum array
+
+
+# --------------------------------------------------------------------------------------------
+# NumPy reference (two passes each; any array module)
+
+
+def bias_relu_reference(y, b):
+    y += b
+    return array_module_of(y).maximum(y, 0, out=y)
+
+
+def relu_mask_bias_grad_reference(dy, y, out):
+    array_module_of(dy).multiply(dy, y > 0, out=out)
+    return out.sum(axis=0)
+
+
+def dense_input_grad_reference(dy, W):
+    return dy @ W.T
+
+
+# --------------------------------------------------------------------------------------------
+# Numba CPU
 
 
 @numba.njit(parallel=True, cache=True)
@@ -51,3 +81,16 @@ def outer_cpu(u, w, out):
         for j in range(I):
             out[r, j] = u[r] * w[j]
     return out
+
+
+def bias_relu_fused_cpu(y, b):
+    return bias_relu_cpu(y, b.astype(y.dtype, copy=False))
+
+
+def dense_input_grad_cpu(dy, W):
+    """dy @ W.T, except for one output unit, where OpenBLAS is slow: then `outer_cpu`."""
+    if W.shape[1] != 1:
+        return dy @ W.T
+    dtype = np.result_type(dy, W)
+    return outer_cpu(dy[:, 0].astype(dtype, copy=False), W[:, 0].astype(dtype, copy=False),
+                     np.empty((dy.shape[0], W.shape[0]), dtype))

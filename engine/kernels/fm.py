@@ -3,7 +3,8 @@ The plain NumPy form it replaces is in engine/layers/fm.py and is its test oracl
 (tests/test_fast_paths.py); the plain form makes four (B, F, K) or (B, K) temporaries forward and
 two backward, this makes none. Symbols as there: B batch, F fields, K embedding dim.
 
-Sums run in float64 whatever the input dtype, then are stored in it.
+Sums run in float64 whatever the input dtype, then are stored in it. `fm_forward_fused_cpu` and
+`fm_backward_fused_cpu` are the backend table's entries: the layer's signatures, cache (emb, field_sum).
 """
 import numba
 import numpy as np
@@ -44,3 +45,15 @@ def fm_backward_cpu(dout, emb, field_sum, add):
                     d += add[b, f, k]
                 demb[b, f, k] = d
     return demb
+
+
+def fm_forward_fused_cpu(emb):
+    """emb (B, F, K) -> (out (B,), cache), as engine.layers.fm.fm_forward_plain."""
+    out, field_sum = fm_forward_cpu(emb)
+    return out, (emb, field_sum)
+
+
+def fm_backward_fused_cpu(dout, cache, add=None):
+    """dout (B,) -> demb (B, F, K), as engine.layers.fm.fm_backward_plain."""
+    emb, field_sum = cache
+    return fm_backward_cpu(dout.astype(emb.dtype, copy=False), emb, field_sum, add)
