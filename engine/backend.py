@@ -16,6 +16,7 @@ F fields, I/H layer widths.
     cowclip_rows(row_grads [U, K], table [V, K], ids [U], counts [U], ratio, floor) -> scales [U]
     adam_rows(table, m, v, ids, row_grads, lr_t, beta1, beta2, eps)
     adam_table(table, m, v, ids, row_grads, l2, absent_ratio, absent_floor, lr_t, beta1, beta2, eps)
+    adam_dense_weights(params, grads, state, names, l2s, lr_t, adam)  every non-table weight, L2 + Adam
     fm_forward(emb [B, F, K])                  -> out [B], cache          (engine/layers/fm.py)
     fm_backward(dout [B], cache, add)          -> demb [B, F, K]
     bias_relu(y [B, H], b [H])                 -> y <- max(y + b, 0)      (engine/kernels/dense.py)
@@ -29,7 +30,7 @@ from typing import Callable
 
 import numpy as np
 
-from engine.kernels import adam, cowclip, dense, fm, scatter_add
+from engine.kernels import adam, cowclip, dense, dense_adam, fm, scatter_add
 from engine.layers.fm import fm_backward_plain, fm_forward_plain
 
 
@@ -42,6 +43,7 @@ class Backend:
     cowclip_rows: Callable
     adam_rows: Callable
     adam_table: Callable
+    adam_dense_weights: Callable
     fm_forward: Callable
     fm_backward: Callable
     bias_relu: Callable
@@ -70,25 +72,33 @@ def _in_place_with_scales(kernel, xp):
     return cowclip_rows
 
 
-PLAIN_LAYER_KERNELS = dict(fm_forward=fm_forward_plain, fm_backward=fm_backward_plain,
-                          bias_relu=dense.bias_relu_reference,
-                          relu_mask_bias_grad=dense.relu_mask_bias_grad_reference,
-                          dense_input_grad=dense.dense_input_grad_reference)
+# the plain (NumPy/CuPy) forms of the entries beyond the sparse kernels
+PLAIN_DENSE_KERNELS = dict(
+    adam_dense_weights=dense_adam.adam_dense_weights_reference,
+    fm_forward=fm_forward_plain,
+    fm_backward=fm_backward_plain,
+    bias_relu=dense.bias_relu_reference,
+    relu_mask_bias_grad=dense.relu_mask_bias_grad_reference,
+    dense_input_grad=dense.dense_input_grad_reference,
+)
 
 
 def _numpy_backend() -> Backend:
     return Backend("numpy", np, scatter_add.index_ids_reference,
                    scatter_add.scatter_add_rows_reference, _cowclip_rows_reference,
-                   adam.adam_rows_reference, adam.adam_table_reference, **PLAIN_LAYER_KERNELS)
+                   adam.adam_rows_reference, adam.adam_table_reference, **PLAIN_DENSE_KERNELS)
 
 
 def _cpu_backend() -> Backend:
     return Backend("cpu", np, scatter_add.IdIndexer(), scatter_add.scatter_add_rows_cpu,
                    _in_place_with_scales(cowclip.cowclip_rows_cpu, np),
                    adam.adam_rows_cpu, adam.TableAdam(),
-                   fm_forward=fm.fm_forward_fused_cpu, fm_backward=fm.fm_backward_fused_cpu,
-                   bias_relu=dense.bias_relu_fused_cpu, relu_mask_bias_grad=dense.relu_backward_bias_grad_cpu,
-                   dense_input_grad=dense.dense_input_grad_cpu)
+                   **{**PLAIN_DENSE_KERNELS,          # the dense-weight Adam stays the plain loop
+                      "fm_forward": fm.fm_forward_fused_cpu,
+                      "fm_backward": fm.fm_backward_fused_cpu,
+                      "bias_relu": dense.bias_relu_fused_cpu,
+                      "relu_mask_bias_grad": dense.relu_backward_bias_grad_cpu,
+                      "dense_input_grad": dense.dense_input_grad_cpu})
 
 
 def _cuda_backend() -> Backend:
@@ -101,7 +111,13 @@ def _cuda_backend() -> Backend:
         index_ids = scatter_add.index_ids_cuda
     return Backend("cuda", xp, index_ids, scatter_add.scatter_add_rows_cuda,
                    _in_place_with_scales(cowclip.cowclip_rows_cuda, xp),
-                   adam.adam_rows_cuda, adam.adam_table_cuda, **PLAIN_LAYER_KERNELS)
+                   adam.adam_rows_cuda, adam.TableAdamCuda(),
+                   **{**PLAIN_DENSE_KERNELS,          # dx = dy W^T stays a cuBLAS GEMM
+                      "adam_dense_weights": dense_adam.DenseWeightsAdam(),
+                      "fm_forward": fm.fm_forward_fused_cuda,
+                      "fm_backward": fm.fm_backward_fused_cuda,
+                      "bias_relu": dense.bias_relu_fused_cuda,
+                      "relu_mask_bias_grad": dense.relu_mask_bias_grad_cuda})
 
 
 def get_backend(name: str = "cpu") -> Backend:

@@ -35,3 +35,9 @@ def for_cuda(helper):
     from numba import config
 
     return helper.py_func if config.ENABLE_CUDASIM else helper
+
+
+def contiguous_if_host(array):
+    """A CUDA kernel takes CuPy views with their strides; the simulator, which runs kernels on
+    host arrays, takes only contiguous ones, so host arrays are made contiguous (a copy if not)."""
+    return np.ascontiguousarray(array) if isinstance(array, np.ndarray) else array
