@@ -68,7 +68,8 @@ def mlp_forward(x, weights, biases, dropout_rate: float = 0.0, rng=None, kernels
         mask = None
         if dropout_rate > 0.0 and rng is not None:
             keep = 1.0 - dropout_rate
-            mask = (rng.random(h.shape) < keep).astype(h.dtype) / keep
+            mask = (rng.random(h.shape) < keep).astype(h.dtype) / keep     # drawn on the host (the run's RNG)
+            mask = array_module_of(h).asarray(mask)                            # and moved to h's device
             h = h * mask
         caches.append((dense_cache, relu_cache, mask))
     return h, caches
