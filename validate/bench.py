@@ -250,7 +250,7 @@ def torch_unavailable_reason() -> str | None:
     return None
 
 
-def torch_twin(model, params: dict, mode: str, share_memory: bool):
+def torch_twin(model, params: dict, mode: str, share_memory: bool, device: str = "cpu"):
     """A lean PyTorch version of `model` (LR, FM, WDL or DeepFM) holding `params`, and its step.
 
     One embedding table with per-field offsets, as ours. `dense` mode: the tables' gradients
@@ -262,6 +262,8 @@ def torch_twin(model, params: dict, mode: str, share_memory: bool):
     adds it inside (sqrt(v_hat) + eps), so the dense variant differs from ours in that term.
     The absent rows' clip of the reference form (dense mode) is left out: with r = 1 and lambda =
     1e-5 it never binds (||2 lambda w|| < r ||w||).
+    `device`: where the net lives ('cuda' for validate.device_check); batches may then be given
+    as torch tensors already there.
     -> (net, step(batch) -> loss, grads_of(batch) -> (loss, {name: grad}))."""
     import torch
     import torch.nn.functional as tf
@@ -315,7 +317,7 @@ def torch_twin(model, params: dict, mode: str, share_memory: bool):
                     logit = logit + self.head(x)[:, 0]
             return logit, ids
 
-    net = Lean()
+    net = Lean().to(device)
     tables = [net.linear_table] + ([net.embed_table] if net.embed_table is not None else [])
     others = [p for p in net.parameters() if all(p is not t for t in tables)]
     try:
@@ -331,7 +333,7 @@ def torch_twin(model, params: dict, mode: str, share_memory: bool):
             table_opt = torch.optim.Adam(tables, lr=config.lr_embed, eps=config.adam.epsilon)
 
     def forward_backward(batch):
-        sparse, dense, label = (torch.from_numpy(x) for x in batch)
+        sparse, dense, label = (x if torch.is_tensor(x) else torch.from_numpy(x).to(device) for x in batch)
         for p in net.parameters():
             p.grad = None
         logit, ids = net(sparse, dense)
