@@ -113,7 +113,7 @@ def run(cfg: RunConfig, out: Path, resume: bool, **clip_hooks) -> dict:
     """Train and evaluate as cfg says, in run directory `out`. clip_hooks: `clip` and `constants`
     for engine.step.apply_gradients (the scaling study's ablations); CowClip when absent."""
     from dataio.meta import load_meta
-    from dataio.reader import BatchReader, read_split
+    from dataio.reader import read_split
 
     kernels, device_line = resolve_device(cfg.device)
     print(device_line)
@@ -122,8 +122,8 @@ def run(cfg: RunConfig, out: Path, resume: bool, **clip_hooks) -> dict:
     model = build_model(cfg.model, schema, ModelConfig(embed_dim=cfg.embed_dim, dropout=cfg.dropout,
                                                        init_stddev=cfg.init_stddev))
     xp = kernels.xp
-    to_device = None if xp is np else xp.asarray
-    reader = BatchReader(cfg.data, "train", cfg.bs, shuffle=True, seed=cfg.seed, to_device=to_device)
+    from dataio.device_reader import train_reader
+    reader = train_reader(cfg.data, cfg.bs, cfg.seed, xp)     # on a GPU the split stays there if it fits
     steps_per_epoch = reader.steps_per_epoch
     step_config = StepConfig(lr=cfg.hp["lr"], lr_embed=cfg.hp["lr_embed"], l2=cfg.hp["l2"], clip=cfg.hp["clip"],
                              bound=cfg.hp["bound"], clip_form=cfg.clip_form, embed_optim=cfg.embed_optim,
