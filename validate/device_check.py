@@ -296,14 +296,24 @@ def median_step_ms(step, batches, steps: int, warmup: int, synchronize_all) -> f
     return 1e3 * float(np.median(times))
 
 
+def ours_ms(gpu, model, host_params: dict, host_batches: list, config, steps: int, warmup: int) -> float:
+    """Median ms of engine.step.train_step on `gpu`, params and batches copied there first."""
+    from engine.optim import AdamState
+    from engine.step import train_step
+
+    params = {k: gpu.asarray(v) for k, v in host_params.items()}
+    state = AdamState.zeros_like(params, gpu.xp)
+    batches = [type(b)(*(gpu.asarray(a) for a in b)) for b in host_batches]
+    return median_step_ms(lambda b: train_step(model, params, state, b, config, gpu),
+                          batches, steps, warmup, lambda: synchronize(gpu.xp))
+
+
 def versus_torch(gpu, cases: list, steps: int, warmup: int, model_config=None) -> list[tuple]:
     """-> [(label, torch ms or None, ours ms)]: DeepFM, the bench's problem (validate.bench: same
     params, same batches, reference-form CowClip, L2), ours = engine.step.train_step on `gpu`,
     theirs = validate.bench.torch_twin on 'cuda' (skipped, with the reason printed, without it;
     under the simulator the twin runs on the CPU, to exercise this code).
     model_config: a smaller DeepFM than the bench's (the simulator's smoke run)."""
-    from engine.optim import AdamState
-    from engine.step import train_step
     from models import Schema, build_model
     from validate.bench import NUM_DENSE, make_batch, make_model, make_params, step_config, torch_twin, vocab_sizes
 
@@ -321,13 +331,7 @@ def versus_torch(gpu, cases: list, steps: int, warmup: int, model_config=None) -
             host[vocab] = (model, make_params(model))
         model, host_params = host[vocab]
         host_batches = [make_batch(model, batch_size, seed) for seed in range(2)]
-        params = {k: gpu.asarray(v) for k, v in host_params.items()}
-        state = AdamState.zeros_like(params, xp)
-        batches = [type(b)(*(gpu.asarray(a) for a in b)) for b in host_batches]
-        config = step_config(mode)
-        ours = median_step_ms(lambda b: train_step(model, params, state, b, config, gpu),
-                              batches, steps, warmup, lambda: synchronize(xp))
-        del params, state, batches
+        ours = ours_ms(gpu, model, host_params, host_batches, step_config(mode), steps, warmup)
         theirs = None
         if reason is None:
             import torch

@@ -24,7 +24,7 @@ import math
 import numba
 import numpy as np
 
-from engine.kernels.common import array_module_of, cuda, for_cuda, launch
+from engine.kernels.common import array_module_of, cuda, float64, for_cuda, launch
 from engine.kernels.cowclip import clip_scale
 
 NO_CLIP = -1.0  # absent_ratio meaning "rows absent from the batch are not clipped"
@@ -219,19 +219,19 @@ def _adam_table_rows_kernel(table, m, v, position, row_grads, l2, absent_ratio, 
     r = cuda.grid(1)
     K = table.shape[1]
     if r < table.shape[0]:
-        w = cuda.local.array(MAX_ROW_WIDTH, numba.float64)
+        w = cuda.local.array(MAX_ROW_WIDTH, float64)
         weight_sq = 0.0
         for c in range(K):
-            w[c] = float(table[r, c])
+            w[c] = float64(table[r, c])
             weight_sq += w[c] * w[c]
         u = position[r]
         s = 0.0
         if u < 0:
             s = 2.0 * l2 * _absent_row_scale_device(weight_sq, l2, absent_ratio, absent_floor)
         for c in range(K):
-            g = float(row_grads[u, c]) if u >= 0 else s * w[c]
+            g = float64(row_grads[u, c]) if u >= 0 else s * w[c]
             table[r, c], m[r, c], v[r, c] = _adam_element_device(
-                w[c], float(m[r, c]), float(v[r, c]), g, lr_t, beta1, beta2, eps)
+                w[c], float64(m[r, c]), float64(v[r, c]), g, lr_t, beta1, beta2, eps)
 
 
 class TableAdamCuda:

@@ -1,10 +1,13 @@
 """Helpers shared by the kernel files: which array module holds an array, a 1-D launch, and
 `cuda`, Numba's CUDA module. This is the one place that imports `numba.cuda` (the kernel files
-take it from here), so the compatibility shims of engine/cuda_compat.py always run first."""
+take it from here), so the compatibility shims of engine/cuda_compat.py always run first.
+CUDA kernels convert loads with `float64(x)`, not `float(x)`: numba-cuda types float() of a
+float32 as float32 (checked in its PTX), the simulator as a Python float; float64() is a float64
+on both, so the simulator tests the arithmetic the GPU runs."""
 import numpy as np
 
 from engine import cuda_compat  # noqa: F401  (must precede `numba.cuda`)
-from numba import cuda  # noqa: E402,F401  (re-exported for the kernel files)
+from numba import cuda, float64  # noqa: E402,F401  (re-exported for the kernel files)
 
 THREADS_PER_BLOCK = 256
 

@@ -14,7 +14,7 @@ in order, in float64): the same bits on every run."""
 import numba
 import numpy as np
 
-from engine.kernels.common import array_module_of, contiguous_if_host, cuda, launch
+from engine.kernels.common import array_module_of, contiguous_if_host, cuda, float64, launch
 
 ROW_BLOCK = 2048        # rows per task: enough work per thread, a small partial-sum array
 
@@ -127,7 +127,7 @@ def _relu_mask_partial_kernel(dy, y, out, partial):
         for r in range(blk * ROW_BLOCK_CUDA, min(B, (blk + 1) * ROW_BLOCK_CUDA)):
             g = dy[r, j] if y[r, j] > 0 else 0
             out[r, j] = g
-            s += float(g)
+            s += float64(g)
         partial[blk, j] = s
 
 

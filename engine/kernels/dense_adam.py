@@ -13,7 +13,7 @@ checkpoint load). Each step the T gradients are concatenated into one [P] buffer
 copy) and one kernel updates all P elements, in float64 arithmetic, stored in the weights' dtype.
 """
 from engine.kernels.adam import adam_element
-from engine.kernels.common import array_module_of, cuda, for_cuda, launch
+from engine.kernels.common import array_module_of, cuda, float64, for_cuda, launch
 from engine.optim import adam_dense_update
 
 # --------------------------------------------------------------------------------------------
@@ -39,9 +39,9 @@ _adam_element_device = for_cuda(adam_element)
 def _adam_flat_kernel(w, m, v, g, l2, lr_t, beta1, beta2, eps):
     i = cuda.grid(1)
     if i < w.shape[0]:
-        wi = float(w[i])
-        gi = float(g[i]) + 2.0 * l2[i] * wi
-        w[i], m[i], v[i] = _adam_element_device(wi, float(m[i]), float(v[i]), gi, lr_t, beta1, beta2, eps)
+        wi = float64(w[i])
+        gi = float64(g[i]) + 2.0 * l2[i] * wi
+        w[i], m[i], v[i] = _adam_element_device(wi, float64(m[i]), float64(v[i]), gi, lr_t, beta1, beta2, eps)
 
 
 class DenseWeightsAdam:

@@ -11,7 +11,7 @@ are the backend table's entries: the layer's signatures, cache (emb, field_sum).
 import numba
 import numpy as np
 
-from engine.kernels.common import array_module_of, contiguous_if_host, cuda, launch
+from engine.kernels.common import array_module_of, contiguous_if_host, cuda, float64, launch
 
 
 @numba.njit(parallel=True, cache=True)
@@ -64,7 +64,7 @@ def fm_backward_fused_cpu(dout, cache, add=None):
 
 
 # --------------------------------------------------------------------------------------------
-# Numba CUDA. float() makes every load a float64, on the GPU and in the simulator alike.
+# Numba CUDA. float64() makes every load a float64, on the GPU and in the simulator alike.
 
 
 @cuda.jit
@@ -75,7 +75,7 @@ def _fm_forward_kernel(emb, out, field_sum):
         for k in range(emb.shape[2]):
             s, squares = 0.0, 0.0
             for f in range(emb.shape[1]):
-                v = float(emb[b, f, k])
+                v = float64(emb[b, f, k])
                 s += v
                 squares += v * v
             field_sum[b, k] = s
@@ -91,9 +91,9 @@ def _fm_backward_kernel(dout, emb, field_sum, add, has_add, demb):
         b = t // (F * K)
         k = t % K
         f = (t // K) % F
-        d = float(dout[b]) * (float(field_sum[b, k]) - float(emb[b, f, k]))
+        d = float64(dout[b]) * (float64(field_sum[b, k]) - float64(emb[b, f, k]))
         if has_add:
-            d += float(add[b, f, k])
+            d += float64(add[b, f, k])
         demb[b, f, k] = d
 
 

@@ -19,7 +19,7 @@ results are equal once aligned by id. The CUDA version sums each row in float64 
 import numba
 import numpy as np
 
-from engine.kernels.common import THREADS_PER_BLOCK, array_module_of, cuda, launch
+from engine.kernels.common import THREADS_PER_BLOCK, array_module_of, cuda, float64, launch
 
 # --------------------------------------------------------------------------------------------
 # NumPy reference (the test oracle)
@@ -131,7 +131,7 @@ def _chunk_sums_kernel(order, src, starts, chunk_first, chunk_row, partial):
         end = min(begin + SEGMENT_CHUNK, starts[u + 1])
         total = 0.0
         for p in range(begin, end):          # empty for the spare chunks past the last one
-            total += float(src[order[p], c])      # float(): float64 on the GPU and in the simulator
+            total += float64(src[order[p], c])
         partial[q, c] = total
 
 

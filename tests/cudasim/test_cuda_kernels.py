@@ -297,5 +297,6 @@ def test_every_model_steps_alike_on_cuda_and_numpy_backends(name, embed_optim):
         results.append((params, state))
     (want, want_state), (got, got_state) = results
     for key in want:
-        for a, b in ((got[key], want[key]), (got_state.m[key], want_state.m[key]), (got_state.v[key], want_state.v[key])):
+        for a, b in ((got[key], want[key]), (got_state.m[key], want_state.m[key]),
+                     (got_state.v[key], want_state.v[key])):
             np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-13)
