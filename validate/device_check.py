@@ -297,11 +297,12 @@ def median_step_ms(step, batches, steps: int, warmup: int, synchronize_all) -> f
 
 
 def ours_ms(gpu, model, host_params: dict, host_batches: list, config, steps: int, warmup: int) -> float:
-    """Median ms of engine.step.train_step on `gpu`, params and batches copied there first."""
+    """Median ms of engine.step.train_step on `gpu`, params and batches copied there first (copies
+    under the simulator too: host_params stay the initial values that the twin starts from)."""
     from engine.optim import AdamState
     from engine.step import train_step
 
-    params = {k: gpu.asarray(v) for k, v in host_params.items()}
+    params = {k: gpu.xp.array(v) for k, v in host_params.items()}
     state = AdamState.zeros_like(params, gpu.xp)
     batches = [type(b)(*(gpu.asarray(a) for a in b)) for b in host_batches]
     return median_step_ms(lambda b: train_step(model, params, state, b, config, gpu),
