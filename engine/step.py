@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 from engine.cowclip import clip_audit, clip_constants, cowclip
 from engine.kernels.adam import NO_CLIP
-from engine.optim import (EMBED_MODES, AdamConfig, AdamState, adam_dense_update, bias_corrected_lr,
-                          warmup_lr)
+from engine.kernels.dense_adam import adam_dense_weights_reference
+from engine.optim import EMBED_MODES, AdamConfig, AdamState, bias_corrected_lr, warmup_lr
 
 
 @dataclass(frozen=True)
@@ -43,26 +43,23 @@ def apply_gradients(model, params: dict, grads: dict, state: AdamState, config: 
     clip, constants: the row clip and its (ratio, floor); CowClip unless a study swaps in an
     ablation (validate/ablations.py) with the same signatures."""
     t = state.updates + 1
-    info = {"lr": update_dense_weights(model, params, grads, state, config, t)}
+    info = {"lr": update_dense_weights(model, params, grads, state, config, t, kernels)}
     info.update(update_tables(model, params, grads, state, config, kernels, t, audit, clip, constants))
     state.updates = t
     return info
 
 
-def update_dense_weights(model, params: dict, grads: dict, state: AdamState, config: StepConfig, t: int) -> float:
-    """Step 2: L2 term and Adam (update number t) on every parameter but the tables. -> the dense lr."""
+def update_dense_weights(model, params: dict, grads: dict, state: AdamState, config: StepConfig, t: int,
+                         kernels=None) -> float:
+    """Step 2: L2 term and Adam (update number t) on every parameter but the tables, with the
+    backend's `adam_dense_weights` (the plain loop without a backend). -> the dense lr."""
     l2_weights = model.l2_weights(config.l2)
     tables = set(model.table_names())
     lr_dense = warmup_lr(config.lr, t - 1, config.warmup_updates)
     lr_t = bias_corrected_lr(lr_dense, t, config.adam)
-    for name, w in params.items():
-        if name in tables:
-            continue
-        g = grads[name]
-        lam = l2_weights.get(name, 0.0)
-        if lam:
-            g = g + 2.0 * lam * w
-        adam_dense_update(w, g, state.m[name], state.v[name], lr_t, config.adam)
+    names = [name for name in params if name not in tables]
+    adam = kernels.adam_dense_weights if kernels is not None else adam_dense_weights_reference
+    adam(params, grads, state, names, [l2_weights.get(name, 0.0) for name in names], lr_t, config.adam)
     return lr_dense
 
 

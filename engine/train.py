@@ -124,7 +124,7 @@ def run(cfg: RunConfig, out: Path, resume: bool, **clip_hooks) -> dict:
 def prepare(cfg: RunConfig, out: Path, resume: bool) -> tuple[Job, dict]:
     """Backend, data, model and the parameters to start from. -> (job, position in the data)."""
     from dataio.meta import load_meta
-    from dataio.reader import BatchReader, read_split
+    from dataio.reader import read_split
 
     kernels, device_line = resolve_device(cfg.device)
     print(device_line)
@@ -138,8 +138,8 @@ def prepare(cfg: RunConfig, out: Path, resume: bool) -> tuple[Job, dict]:
     if cfg.opt not in OPTIMIZERS:   # a saved config.json (--resume) can carry anything
         raise ValueError(f"--opt {cfg.opt}: not implemented; the engine has {', '.join(OPTIMIZERS)}")
     xp = kernels.xp
-    to_device = None if xp is np else xp.asarray
-    reader = BatchReader(cfg.data, "train", cfg.bs, shuffle=True, seed=cfg.seed, to_device=to_device)
+    from dataio.device_reader import train_reader
+    reader = train_reader(cfg.data, cfg.bs, cfg.seed, xp)     # on a GPU the split stays there if it fits
     check_set_up(cfg, model, reader, meta, xp)
     step_config = StepConfig(lr=cfg.hp["lr"], lr_embed=cfg.hp["lr_embed"], l2=cfg.hp["l2"], clip=cfg.hp["clip"],
                              bound=cfg.hp["bound"], clip_form=cfg.clip_form, embed_optim=cfg.embed_optim,

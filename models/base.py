@@ -11,6 +11,8 @@ A model is `params` (a flat dict of arrays with stable names) plus `loss(params,
 (loss, grads)`; `grads` has the same keys. Dense parameters get dense gradients; the two tables
 get `RowGrad(ids, rows, counts)` (see engine/layers/embedding.py), sharing ids and counts.
 Subclasses write `body_forward` / `body_backward`, the part between the embeddings and the logit.
+`kernels` (a backend, engine/backend.py) is passed down to every layer that has backend kernels;
+without one (`logits(params, batch)`), the layers run their plain NumPy/CuPy forms.
 
 L2 penalties are not in `loss`: they depend on the optimizer mode and, in the reference form,
 enter between the backward pass and CowClip, so the step applies them (engine/step.py) with the
@@ -119,7 +121,7 @@ class CTRModel:
                              f"[{int(low[f])}, {int(high[f])}], outside its vocabulary [0, {int(vocab[f])})")
         return sparse.astype(xp.int64) + xp.asarray(self.offsets)[None, :]
 
-    def forward(self, params, batch, training: bool = False, rng=None):
+    def forward(self, params, batch, training: bool = False, rng=None, kernels=None):
         """-> logits (B,), cache."""
         dense = batch.dense
         if dense.shape[-1] != self.schema.num_dense:
@@ -128,7 +130,7 @@ class CTRModel:
         wide, _ = embedding_forward(params[LINEAR_TABLE], ids)                 # (B, F, 1)
         linear_logit, linear_cache = linear_forward(wide, dense, params["linear.dense_w"])
         emb = embedding_forward(params[EMBED_TABLE], ids)[0] if self.uses_embedding else None
-        body_logit, body_cache = self.body_forward(params, emb, dense, training, rng)
+        body_logit, body_cache = self.body_forward(params, emb, dense, training, rng, kernels)
         logits = linear_logit + params["bias"][0]
         if body_logit is not None:
             logits = logits + body_logit
@@ -137,7 +139,7 @@ class CTRModel:
     def backward(self, dlogits, cache, kernels) -> dict:
         """dlogits (B,) -> grads with the keys of params."""
         ids, linear_cache, body_cache = cache
-        grads = self.body_backward(dlogits, body_cache)
+        grads = self.body_backward(dlogits, body_cache, kernels)
         demb = grads.pop("emb", None)
         dwide, _, grads["linear.dense_w"] = linear_backward(dlogits, linear_cache)
         grads["bias"] = dlogits.sum(keepdims=True)
@@ -148,12 +150,12 @@ class CTRModel:
             grads[EMBED_TABLE] = embedding_backward(demb, index, kernels)
         return grads
 
-    def logits(self, params, batch):
-        return self.forward(params, batch)[0]
+    def logits(self, params, batch, kernels=None):
+        return self.forward(params, batch, kernels=kernels)[0]
 
     def loss(self, params, batch, kernels, training: bool = True, rng=None):
         """-> (mean BCE loss as a float, grads)."""
-        logits, cache = self.forward(params, batch, training, rng)
+        logits, cache = self.forward(params, batch, training, rng, kernels)
         loss, loss_cache = bce_with_logits_forward(logits, batch.label)
         dlogits = bce_with_logits_backward(loss_cache)
         return loss, self.backward(dlogits, cache, kernels)
@@ -161,11 +163,11 @@ class CTRModel:
     # ----------------------------------------------------------------------------------------
     # the model-specific part
 
-    def body_forward(self, params, emb, dense, training, rng):
+    def body_forward(self, params, emb, dense, training, rng, kernels=None):
         """-> (logit part (B,) or None, cache)."""
         return None, None
 
-    def body_backward(self, dlogits, cache) -> dict:
+    def body_backward(self, dlogits, cache, kernels=None) -> dict:
         """-> grads of the body's params, plus 'emb' (B, F, K) when the body reads emb."""
         return {}
 

@@ -24,20 +24,21 @@ class _DeepAndCross(CTRModel):
         params.update(init_head(rng, self.input_width + hidden[-1]))
         return params
 
-    def body_forward(self, params, emb, dense, training, rng):
+    def body_forward(self, params, emb, dense, training, rng, kernels=None):
         xp = array_module_of(emb)
         x0 = self.deep_input(emb, dense)                                    # (B, d)
         cross_out, cross_cache = self.cross_forward(params, x0)             # (B, d)
-        h, dnn_cache = dnn_forward(params, x0, len(self.config.dnn_hidden), self.config.dropout, training, rng)
+        h, dnn_cache = dnn_forward(params, x0, len(self.config.dnn_hidden), self.config.dropout, training, rng,
+                                   kernels)
         logit, head_cache = head_forward(params, xp.concatenate([cross_out, h], axis=1))
         return logit, (cross_cache, dnn_cache, head_cache)
 
-    def body_backward(self, dlogits, cache):
+    def body_backward(self, dlogits, cache, kernels=None):
         cross_cache, dnn_cache, head_cache = cache
         grads = {}
-        dstack = head_backward(dlogits, head_cache, grads)                  # (B, d + H)
+        dstack = head_backward(dlogits, head_cache, grads, kernels)         # (B, d + H)
         d = self.input_width
-        dx0 = dnn_backward(dstack[:, d:], dnn_cache, grads)
+        dx0 = dnn_backward(dstack[:, d:], dnn_cache, grads, kernels)
         dx0 = dx0 + self.cross_backward(dstack[:, :d], cross_cache, grads)
         grads["emb"] = self.split_deep_input_grad(dx0)
         return grads

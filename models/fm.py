@@ -9,8 +9,8 @@ from models.base import CTRModel
 class FM(CTRModel):
     name = "fm"
 
-    def body_forward(self, params, emb, dense, training, rng):
-        return fm_forward(emb)
+    def body_forward(self, params, emb, dense, training, rng, kernels=None):
+        return fm_forward(emb, kernels)
 
-    def body_backward(self, dlogits, cache):
-        return {"emb": fm_backward(dlogits, cache)}
+    def body_backward(self, dlogits, cache, kernels=None):
+        return {"emb": fm_backward(dlogits, cache, kernels=kernels)}

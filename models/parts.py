@@ -19,16 +19,16 @@ def init_head(rng, input_width: int) -> dict:
     return {"head.W": glorot_normal(rng, (input_width, 1))}
 
 
-def dnn_forward(params, x, num_layers: int, dropout: float, training: bool, rng):
+def dnn_forward(params, x, num_layers: int, dropout: float, training: bool, rng, kernels=None):
     """x (B, d) -> h (B, H)."""
     weights = [params[f"dnn.{i}.W"] for i in range(num_layers)]
     biases = [params[f"dnn.{i}.b"] for i in range(num_layers)]
-    return mlp_forward(x, weights, biases, dropout if training else 0.0, rng)
+    return mlp_forward(x, weights, biases, dropout if training else 0.0, rng, kernels)
 
 
-def dnn_backward(dh, cache, grads: dict):
+def dnn_backward(dh, cache, grads: dict, kernels=None):
     """dh (B, H) -> dx (B, d); writes dnn.i.W / dnn.i.b into grads."""
-    dx, dweights, dbiases = mlp_backward(dh, cache)
+    dx, dweights, dbiases = mlp_backward(dh, cache, kernels)
     for i, (dW, db) in enumerate(zip(dweights, dbiases)):
         grads[f"dnn.{i}.W"], grads[f"dnn.{i}.b"] = dW, db
     return dx
@@ -40,6 +40,6 @@ def head_forward(params, h):
     return out[:, 0], cache
 
 
-def head_backward(dlogit, cache, grads: dict):
-    dh, grads["head.W"], _ = dense_backward(dlogit[:, None], cache)
+def head_backward(dlogit, cache, grads: dict, kernels=None):
+    dh, grads["head.W"], _ = dense_backward(dlogit[:, None], cache, kernels=kernels)
     return dh

@@ -13,16 +13,17 @@ class WDL(CTRModel):
         hidden = self.config.dnn_hidden
         return {**init_dnn(rng, self.input_width, hidden), **init_head(rng, hidden[-1])}
 
-    def body_forward(self, params, emb, dense, training, rng):
+    def body_forward(self, params, emb, dense, training, rng, kernels=None):
         x0 = self.deep_input(emb, dense)                                    # (B, d)
-        h, dnn_cache = dnn_forward(params, x0, len(self.config.dnn_hidden), self.config.dropout, training, rng)
+        h, dnn_cache = dnn_forward(params, x0, len(self.config.dnn_hidden), self.config.dropout, training, rng,
+                                   kernels)
         logit, head_cache = head_forward(params, h)
         return logit, (dnn_cache, head_cache)
 
-    def body_backward(self, dlogits, cache):
+    def body_backward(self, dlogits, cache, kernels=None):
         dnn_cache, head_cache = cache
         grads = {}
-        dh = head_backward(dlogits, head_cache, grads)
-        dx0 = dnn_backward(dh, dnn_cache, grads)
+        dh = head_backward(dlogits, head_cache, grads, kernels)
+        dx0 = dnn_backward(dh, dnn_cache, grads, kernels)
         grads["emb"] = self.split_deep_input_grad(dx0)
         return grads

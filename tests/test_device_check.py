@@ -23,8 +23,18 @@ def test_device_check_smoke_under_the_cuda_simulator():
     out = result.stdout
     assert "device_check on CUDA simulator" in out
     assert "part   what" in out and " 0 failed" in out, out[-3000:]
-    for part in ("kernel", "step", "speed"):
+    for part in ("kernel", "step", "repro", "speed"):
         assert any(line.startswith(part) for line in out.splitlines()), out[-3000:]
+    # the reproducibility lines, and issue 14's table (the twin runs on the CPU under the simulator)
+    assert out.count("PASS  reproducibility") == 2 and "FAIL" not in out, out[-3000:]
+    assert "ours/torch" in out and "V=300 dense B=16" in out and "V=300 lazy B=16" in out, out[-3000:]
+
+
+def test_device_check_help_runs_nothing():
+    result = _run({}, "-h")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Usage:" in result.stdout and "--tiny" in result.stdout
+    assert "device_check on" not in result.stdout and "skipped" not in result.stdout
 
 
 def test_device_check_without_a_gpu_gives_one_line():

@@ -182,17 +182,17 @@ def phase_step(model, params, state, batch, config, kernels) -> tuple[float, dic
     logits = linear_logit + params["bias"][0]
     if model.name in ("fm", "deepfm"):
         with timer("fm"):
-            fm_logit, fm_cache = fm_forward(emb)                                  # (B,)
+            fm_logit, fm_cache = fm_forward(emb, kernels)                         # (B,)
         logits = logits + fm_logit
     if split_body:
         with timer("dnn_fwd"):
             x0 = model.deep_input(emb, batch.dense)                               # (B, d)
-            h, dnn_cache = dnn_forward(params, x0, len(model.config.dnn_hidden), 0.0, True, None)
+            h, dnn_cache = dnn_forward(params, x0, len(model.config.dnn_hidden), 0.0, True, None, kernels)
             dnn_logit, head_cache = head_forward(params, h)                       # (B,)
         logits = logits + dnn_logit
     elif model.name != "fm":
         with timer("dnn_fwd"):
-            body_logit, body_cache = model.body_forward(params, emb, batch.dense, True, None)
+            body_logit, body_cache = model.body_forward(params, emb, batch.dense, True, None, kernels)
         if body_logit is not None:
             logits = logits + body_logit
     with timer("other"):
@@ -202,17 +202,17 @@ def phase_step(model, params, state, batch, config, kernels) -> tuple[float, dic
     grads = {}
     if split_body:
         with timer("dnn_bwd"):
-            dh = head_backward(dlogits, head_cache, grads)
-            dx0 = dnn_backward(dh, dnn_cache, grads)
+            dh = head_backward(dlogits, head_cache, grads, kernels)
+            dx0 = dnn_backward(dh, dnn_cache, grads, kernels)
             demb = model.split_deep_input_grad(dx0)                               # (B, F, K)
     elif model.name != "fm":
         with timer("dnn_bwd"):
-            body_grads = model.body_backward(dlogits, body_cache)
+            body_grads = model.body_backward(dlogits, body_cache, kernels)
             demb = body_grads.pop("emb", None)
             grads.update(body_grads)
     if model.name in ("fm", "deepfm"):
         with timer("fm"):
-            demb = fm_backward(dlogits, fm_cache, add=demb if model.name == "deepfm" else None)
+            demb = fm_backward(dlogits, fm_cache, demb if model.name == "deepfm" else None, kernels)
     with timer("other"):
         dwide, _, grads["linear.dense_w"] = linear_backward(dlogits, linear_cache)
         grads["bias"] = dlogits.sum(keepdims=True)
@@ -250,7 +250,7 @@ def torch_unavailable_reason() -> str | None:
     return None
 
 
-def torch_twin(model, params: dict, mode: str, share_memory: bool):
+def torch_twin(model, params: dict, mode: str, share_memory: bool, device: str = "cpu"):
     """A lean PyTorch version of `model` (LR, FM, WDL or DeepFM) holding `params`, and its step.
 
     One embedding table with per-field offsets, as ours. `dense` mode: the tables' gradients
@@ -262,6 +262,8 @@ def torch_twin(model, params: dict, mode: str, share_memory: bool):
     adds it inside (sqrt(v_hat) + eps), so the dense variant differs from ours in that term.
     The absent rows' clip of the reference form (dense mode) is left out: with r = 1 and lambda =
     1e-5 it never binds (||2 lambda w|| < r ||w||).
+    `device`: where the net lives ('cuda' for validate.device_check); batches may then be given
+    as torch tensors already there.
     -> (net, step(batch) -> loss, grads_of(batch) -> (loss, {name: grad}))."""
     import torch
     import torch.nn.functional as tf
@@ -315,7 +317,7 @@ def torch_twin(model, params: dict, mode: str, share_memory: bool):
                     logit = logit + self.head(x)[:, 0]
             return logit, ids
 
-    net = Lean()
+    net = Lean().to(device)
     tables = [net.linear_table] + ([net.embed_table] if net.embed_table is not None else [])
     others = [p for p in net.parameters() if all(p is not t for t in tables)]
     try:
@@ -331,7 +333,7 @@ def torch_twin(model, params: dict, mode: str, share_memory: bool):
             table_opt = torch.optim.Adam(tables, lr=config.lr_embed, eps=config.adam.epsilon)
 
     def forward_backward(batch):
-        sparse, dense, label = (torch.from_numpy(x) for x in batch)
+        sparse, dense, label = (x if torch.is_tensor(x) else torch.from_numpy(x).to(device) for x in batch)
         for p in net.parameters():
             p.grad = None
         logit, ids = net(sparse, dense)
@@ -550,17 +552,19 @@ def ab_compare(batch_size: int, vocab: int, rounds: int = 3) -> list[tuple]:
             g, _, _ = g @ W.T, h.T @ g, g.sum(axis=0)
         return g
 
+    cpu = get_backend("cpu")
+
     def fast_mlp():
-        h, caches = mlp_forward(x0, weights, biases)
-        return mlp_backward(dh, caches)[0]
+        h, caches = mlp_forward(x0, weights, biases, kernels=cpu)
+        return mlp_backward(dh, caches, cpu)[0]
 
     def plain_fm():                       # NumPy forward, backward, then the DNN's demb added
         _, cache = fm_forward_plain(emb)
         return fm_backward_plain(dlogits, cache, add=x0[:, :F * K].reshape(-1, F, K))
 
     def fast_fm():                        # the fused kernels, the DNN's demb added in the same pass
-        _, cache = fm_forward(emb)
-        return fm_backward(dlogits, cache, add=x0[:, :F * K].reshape(-1, F, K))
+        _, cache = fm_forward(emb, cpu)
+        return fm_backward(dlogits, cache, x0[:, :F * K].reshape(-1, F, K), cpu)
 
     head_w = rng.standard_normal((HIDDEN[-1], 1), dtype=np.float32)
     index = get_backend("cpu").index_ids(ids.reshape(-1), model.schema.total_rows)

@@ -18,9 +18,8 @@ import math
 
 import numba
 import numpy as np
-from numba import cuda
 
-from engine.kernels.common import for_cuda, launch
+from engine.kernels.common import cuda, for_cuda, launch
 
 
 @numba.njit(cache=True)

@@ -6,12 +6,10 @@
 
     d fm[b] / d e[b, f, k] = sum_g e[b, g, k] - e[b, f, k]
 
-Host arrays go through the fused kernels of engine/kernels/fm.py; the plain forms below are the
-math, run on the GPU (CuPy), and are the kernels' test oracle.
+The plain forms below are the math and the fused kernels' test oracle. `fm_forward` and
+`fm_backward` run the backend's entries of the same name when given a backend (`kernels`: plain
+on `numpy`, fused kernels on `cpu` and `cuda`; engine/backend.py), else the plain forms.
 """
-import numpy as np
-
-from engine.kernels.fm import fm_backward_cpu, fm_forward_cpu
 
 
 def fm_forward_plain(emb):
@@ -33,15 +31,11 @@ def fm_backward_plain(dout, cache, add=None):
     return demb
 
 
-def fm_forward(emb):
-    if isinstance(emb, np.ndarray):
-        out, field_sum = fm_forward_cpu(emb)
-        return out, (emb, field_sum)
-    return fm_forward_plain(emb)
+def fm_forward(emb, kernels=None):
+    """emb (B, F, K) -> (out (B,), cache)."""
+    return (kernels.fm_forward if kernels is not None else fm_forward_plain)(emb)
 
 
-def fm_backward(dout, cache, add=None):
-    if isinstance(dout, np.ndarray):
-        emb, field_sum = cache
-        return fm_backward_cpu(dout.astype(emb.dtype, copy=False), emb, field_sum, add)
-    return fm_backward_plain(dout, cache, add)
+def fm_backward(dout, cache, add=None, kernels=None):
+    """dout (B,) -> demb (B, F, K), plus `add` when given."""
+    return (kernels.fm_backward if kernels is not None else fm_backward_plain)(dout, cache, add)

@@ -4,11 +4,13 @@ Symbols: B batch, I input width, H hidden width.
     dense:  y = x W + b            dx = dy W^T,  dW = x^T dy,  db = sum_b dy
     relu:   y = max(x, 0)          dx = dy * [x > 0]
     dropout (training only): y = x * mask / (1 - rate),  mask ~ Bernoulli(1 - rate)
-"""
-import numpy as np
 
+`kernels` (optional everywhere): a backend (engine/backend.py) whose entries bias_relu,
+relu_mask_bias_grad and dense_input_grad run the elementwise ends and dx (fused kernels on `cpu`
+and `cuda`); without one, the plain forms of engine/kernels/dense.py run.
+"""
+from engine.kernels import dense as plain
 from engine.kernels.common import array_module_of
-from engine.kernels.dense import bias_relu_cpu, outer_cpu, relu_backward_bias_grad_cpu
 
 
 def dense_forward(x, W, b):
@@ -19,15 +21,10 @@ def dense_forward(x, W, b):
     return y, (x, W)
 
 
-def dense_backward(dy, cache, db=None):
+def dense_backward(dy, cache, db=None, kernels=None):
     """dy (B, H) -> (dx (B, I), dW (I, H), db (H,)); db is summed here unless given."""
     x, W = cache
-    if W.shape[1] == 1 and isinstance(dy, np.ndarray):     # the output head: an outer product
-        dtype = np.result_type(dy, W)
-        dx = outer_cpu(dy[:, 0].astype(dtype, copy=False), W[:, 0].astype(dtype, copy=False),
-                       np.empty(x.shape, dtype))
-    else:
-        dx = dy @ W.T
+    dx = (kernels.dense_input_grad if kernels is not None else plain.dense_input_grad_reference)(dy, W)
     # dW = x^T dy, computed as (dy^T x)^T: the same numbers; with an older OpenBLAS the (H, I)
     # product ran 2-7x faster than the (I, H) one at B = 1e5 (0.3.31 runs both alike)
     dW = (dy.T @ x).T                                 # (I, H), a transposed view
@@ -46,49 +43,46 @@ def relu_backward(dy, y, out=None):
     return array_module_of(dy).multiply(dy, y > 0, out=out)
 
 
-def dense_relu_forward(x, W, b):
-    """relu(x W + b): on host arrays the bias and the ReLU are one fused pass (engine/kernels/dense.py)."""
-    if isinstance(x, np.ndarray):
-        y, dense_cache = dense_forward(x, W, None)
-        bias_relu_cpu(y, b.astype(y.dtype, copy=False))
-        return y, dense_cache, y
-    y, dense_cache = dense_forward(x, W, b)
-    y, relu_cache = relu_forward(y)
-    return y, dense_cache, relu_cache
+def dense_relu_forward(x, W, b, kernels=None):
+    """relu(x W + b) -> (y, dense_cache, relu_cache): the bias and the ReLU in one call, in place
+    on the fresh product; the ReLU's cache is y itself (see relu_forward)."""
+    y, dense_cache = dense_forward(x, W, None)
+    (kernels.bias_relu if kernels is not None else plain.bias_relu_reference)(y, b)
+    return y, dense_cache, y
 
 
-def relu_dense_backward(dy, dense_cache, relu_cache, owned: bool):
+def relu_dense_backward(dy, dense_cache, relu_cache, owned: bool, kernels=None):
     """The backward of dense_relu_forward: -> (dx, dW, db). `owned`: dy may be overwritten."""
-    if isinstance(dy, np.ndarray):
-        out = dy if owned else np.empty_like(dy)
-        db = relu_backward_bias_grad_cpu(dy, relu_cache, out)
-        return dense_backward(out, dense_cache, db)
-    return dense_backward(relu_backward(dy, relu_cache, out=dy if owned else None), dense_cache)
+    out = dy if owned else array_module_of(dy).empty_like(dy)
+    mask_bias_grad = kernels.relu_mask_bias_grad if kernels is not None else plain.relu_mask_bias_grad_reference
+    db = mask_bias_grad(dy, relu_cache, out)
+    return dense_backward(out, dense_cache, db, kernels)
 
 
-def mlp_forward(x, weights, biases, dropout_rate: float = 0.0, rng=None):
+def mlp_forward(x, weights, biases, dropout_rate: float = 0.0, rng=None, kernels=None):
     """x (B, I) -> h (B, H_last) through len(weights) Dense+ReLU(+dropout) layers."""
     caches = []
     h = x
     for W, b in zip(weights, biases):
-        h, dense_cache, relu_cache = dense_relu_forward(h, W, b)
+        h, dense_cache, relu_cache = dense_relu_forward(h, W, b, kernels)
         mask = None
         if dropout_rate > 0.0 and rng is not None:
             keep = 1.0 - dropout_rate
-            mask = (rng.random(h.shape) < keep).astype(h.dtype) / keep
+            mask = (rng.random(h.shape) < keep).astype(h.dtype) / keep     # drawn on the host (the run's RNG)
+            mask = array_module_of(h).asarray(mask)                            # and moved to h's device
             h = h * mask
         caches.append((dense_cache, relu_cache, mask))
     return h, caches
 
 
-def mlp_backward(dh, caches):
+def mlp_backward(dh, caches, kernels=None):
     """dh (B, H_last) -> (dx (B, I), [dW...], [db...]), layers in reverse order."""
     dweights, dbiases = [], []
     owned = False                                   # dh is the caller's until we make a new one
     for dense_cache, relu_cache, mask in reversed(caches):
         if mask is not None:
             dh, owned = dh * mask, True
-        dh, dW, db = relu_dense_backward(dh, dense_cache, relu_cache, owned)
+        dh, dW, db = relu_dense_backward(dh, dense_cache, relu_cache, owned, kernels)
         owned = True                                # dx is a fresh product
         dweights.append(dW)
         dbiases.append(db)
