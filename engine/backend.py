@@ -11,7 +11,7 @@ Every kernel has one signature on every backend and works in place where it upda
     scatter_add_rows(inverse [N], src [N, C], U) -> rows [U, C]
     cowclip_rows(row_grads [U, K], table [V, K], ids [U], counts [U], ratio, floor) -> scales [U]
     adam_rows(table, m, v, ids, row_grads, lr_t, beta1, beta2, eps)
-    adam_table(table, m, v, ids, row_grads, l2, absent_ratio, absent_floor, lr_t, beta1, beta2, eps)
+    adam_table(table, m, v, ids, row_grads, l2, clip_absent, absent_ratio, absent_floor, lr_t, beta1, beta2, eps)
 """
 import os
 from dataclasses import dataclass

@@ -12,8 +12,7 @@ reference form; in `lazy` mode they are left alone.
 """
 from dataclasses import dataclass
 
-from engine.cowclip import clip_audit, clip_constants, cowclip
-from engine.kernels.adam import NO_CLIP
+from engine.cowclip import COWCLIP, ClipRule, check_form, clip_audit, clip_rows, clips_absent_rows, l2_before_clip
 from engine.optim import (EMBED_MODES, AdamConfig, AdamState, adam_dense_update, bias_corrected_lr,
                           warmup_lr)
 
@@ -29,22 +28,20 @@ class StepConfig:
     embed_optim: str = "dense"       # 'dense' | 'lazy' (see engine/optim.py)
     warmup_updates: int = 0          # dense-lr warm-up length in updates
     adam: AdamConfig = AdamConfig()
+    rule: ClipRule = COWCLIP         # CowClip or one of its ablations (see engine/cowclip.py)
 
     def __post_init__(self):
         if self.embed_optim not in EMBED_MODES:
             raise ValueError(f"embed_optim must be one of {EMBED_MODES}, got {self.embed_optim!r}")
-        clip_constants(self.clip_form, 1.0, 0.0, 1)  # validates the form
+        check_form(self.clip_form)
 
 
 def apply_gradients(model, params: dict, grads: dict, state: AdamState, config: StepConfig, kernels,
-                    audit: bool = False, clip=cowclip, constants=clip_constants) -> dict:
-    """Steps 2 and 3 above, in place on params and state. -> info (lr used, audit if asked).
-
-    clip, constants: the row clip and its (ratio, floor); CowClip unless a study swaps in an
-    ablation (validate/ablations.py) with the same signatures."""
+                    audit: bool = False) -> dict:
+    """Steps 2 and 3 above, in place on params and state. -> info (lr used, audit if asked)."""
     t = state.updates + 1
     info = {"lr": update_dense_weights(model, params, grads, state, config, t)}
-    info.update(update_tables(model, params, grads, state, config, kernels, t, audit, clip, constants))
+    info.update(update_tables(model, params, grads, state, config, kernels, t, audit))
     state.updates = t
     return info
 
@@ -67,22 +64,22 @@ def update_dense_weights(model, params: dict, grads: dict, state: AdamState, con
 
 
 def update_tables(model, params: dict, grads: dict, state: AdamState, config: StepConfig, kernels, t: int,
-                  audit: bool = False, clip=cowclip, constants=clip_constants) -> dict:
+                  audit: bool = False) -> dict:
     """Step 3: per table, L2 (before or after the clip), CowClip, Adam (update number t). -> audit info."""
     info = {}
     l2_weights = model.l2_weights(config.l2)
     lr_t = bias_corrected_lr(config.lr_embed, t, config.adam)
     a = config.adam
-    ratio, floor = constants(config.clip_form, config.clip, config.bound, model.config.embed_dim)
+    ratio, floor = config.rule.constants(config.clip_form, config.clip, config.bound, model.config.embed_dim)
     for name in model.table_names():
         table, grad = params[name], grads[name]
         lam = l2_weights.get(name, 0.0)
         clipped = config.clip > 0 and name in model.clipped_tables()
-        l2_after_clip = clipped and config.clip_form == "paper"
+        l2_after_clip = clipped and not l2_before_clip(config.clip_form)
         if lam and not l2_after_clip:
             grad.rows[...] += 2.0 * lam * table[grad.ids]
         if clipped:
-            scales = clip(grad, table, kernels, ratio, floor)
+            scales = clip_rows(config.rule, grad, table, model.offsets, kernels, ratio, floor)
             if audit:
                 info[f"audit.{name}"] = clip_audit(grad, table, scales, model.offsets,
                                                    model.schema.sparse_names, kernels.to_host)
@@ -92,16 +89,16 @@ def update_tables(model, params: dict, grads: dict, state: AdamState, config: St
             kernels.adam_rows(table, state.m[name], state.v[name], grad.ids, grad.rows,
                               lr_t, a.beta1, a.beta2, a.epsilon)
         else:
-            absent_ratio = ratio if clipped and config.clip_form == "reference" else NO_CLIP
+            clip_absent = clipped and clips_absent_rows(config.clip_form)
             kernels.adam_table(table, state.m[name], state.v[name], grad.ids, grad.rows, lam,
-                               absent_ratio, floor, lr_t, a.beta1, a.beta2, a.epsilon)
+                               clip_absent, ratio, floor, lr_t, a.beta1, a.beta2, a.epsilon)
     return info
 
 
 def train_step(model, params: dict, state: AdamState, batch, config: StepConfig, kernels,
-               audit: bool = False, rng=None, **clip_hooks) -> dict:
+               audit: bool = False, rng=None) -> dict:
     """Steps 1-3 on one batch. -> info with the batch's mean loss."""
     loss, grads = model.loss(params, batch, kernels, training=True, rng=rng)
-    info = apply_gradients(model, params, grads, state, config, kernels, audit, **clip_hooks)
+    info = apply_gradients(model, params, grads, state, config, kernels, audit)
     info["loss"] = loss
     return info

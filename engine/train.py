@@ -25,6 +25,7 @@ from dataio.reader import Batch
 from engine.accumulate import accumulated_loss_and_grads
 from engine.backend import resolve_device
 from engine.checkpoint import load_checkpoint, save_checkpoint
+from engine.cowclip import COWCLIP, ClipRule
 from engine.layers.loss import sigmoid
 from engine.metrics import auc, logloss
 from engine.optim import AdamState
@@ -109,9 +110,9 @@ def _progress(epoch, epochs, step, steps, loss, rate, elapsed):
         print(line, file=sys.stderr, flush=True)
 
 
-def run(cfg: RunConfig, out: Path, resume: bool, **clip_hooks) -> dict:
-    """Train and evaluate as cfg says, in run directory `out`. clip_hooks: `clip` and `constants`
-    for engine.step.apply_gradients (the scaling study's ablations); CowClip when absent."""
+def run(cfg: RunConfig, out: Path, resume: bool, clip_rule: ClipRule = COWCLIP) -> dict:
+    """Train and evaluate as cfg says, in run directory `out`. clip_rule: CowClip, or one of the
+    scaling study's ablations (engine/cowclip.py)."""
     from dataio.meta import load_meta
     from dataio.reader import BatchReader, read_split
 
@@ -127,7 +128,7 @@ def run(cfg: RunConfig, out: Path, resume: bool, **clip_hooks) -> dict:
     steps_per_epoch = reader.steps_per_epoch
     step_config = StepConfig(lr=cfg.hp["lr"], lr_embed=cfg.hp["lr_embed"], l2=cfg.hp["l2"], clip=cfg.hp["clip"],
                              bound=cfg.hp["bound"], clip_form=cfg.clip_form, embed_optim=cfg.embed_optim,
-                             warmup_updates=int(cfg.hp["warmup"] * steps_per_epoch))
+                             warmup_updates=int(cfg.hp["warmup"] * steps_per_epoch), rule=clip_rule)
     out.mkdir(parents=True, exist_ok=True)
     metrics_path = out / "metrics.jsonl"
     (out / "config.json").write_text(json.dumps({**asdict(cfg), "step_config": asdict(step_config),
@@ -187,7 +188,7 @@ def run(cfg: RunConfig, out: Path, resume: bool, **clip_hooks) -> dict:
             if not math.isfinite(loss):
                 raise TrainingError(f"non-finite loss ({loss}) at global step {global_step + 1} (epoch {epoch + 1}, "
                                     f"batch {step_in_epoch}); the last good checkpoint is kept in {out / 'checkpoint'}")
-            info = apply_gradients(model, params, grads, state, step_config, kernels, audit=cfg.audit, **clip_hooks)
+            info = apply_gradients(model, params, grads, state, step_config, kernels, audit=cfg.audit)
             global_step += 1
             n = int(batch.label.shape[0])
             train_seconds[0] += time.perf_counter() - t0

@@ -163,7 +163,8 @@ def phase_step(model, params, state, batch, config, kernels) -> tuple[float, dic
     -> (loss, {phase: seconds}). 'dnn_*' is the whole body for the models other than DeepFM and
     WDL (the cross network included); 'other' is the linear part, the loss and bookkeeping;
     'adam_tables' includes the tables' L2 terms."""
-    from engine.cowclip import cowclip
+    from dataclasses import replace
+
     from engine.layers.embedding import embedding_backward, embedding_forward, index_batch_ids
     from engine.layers.fm import fm_backward, fm_forward
     from engine.layers.linear import linear_backward, linear_forward
@@ -229,10 +230,10 @@ def phase_step(model, params, state, batch, config, kernels) -> tuple[float, dic
 
     def timed_cowclip(*args):
         with timer("cowclip"):
-            return cowclip(*args)
+            return kernels.cowclip_rows(*args)
 
     with timer("adam_tables"):
-        update_tables(model, params, grads, state, config, kernels, t, clip=timed_cowclip)
+        update_tables(model, params, grads, state, config, replace(kernels, cowclip_rows=timed_cowclip), t)
     timer.seconds["adam_tables"] -= timer.seconds.get("cowclip", 0.0)   # L2 and Adam on the tables
     state.updates = t
     return loss, timer.seconds
@@ -504,12 +505,12 @@ def data_seconds_per_batch(batch_size: int, batches: int = 4) -> float:
 
 
 @numba.njit(parallel=True, cache=True)
-def _table_adam_float64_math(table, m, v, position, row_grads, l2, absent_ratio, absent_floor,
+def _table_adam_float64_math(table, m, v, position, row_grads, l2, clip_absent, absent_ratio, absent_floor,
                              lr_t, beta1, beta2, eps):
     """The dense table Adam before it computed in the table's dtype: update_table_row (float64
     arithmetic, the form the CUDA kernel still runs) on every row, two threads."""
     for r in numba.prange(table.shape[0]):
-        update_table_row(table, m, v, r, position[r], row_grads, l2, absent_ratio, absent_floor,
+        update_table_row(table, m, v, r, position[r], row_grads, l2, clip_absent, absent_ratio, absent_floor,
                          lr_t, beta1, beta2, eps)
 
 
@@ -567,7 +568,7 @@ def ab_compare(batch_size: int, vocab: int, rounds: int = 3) -> list[tuple]:
     rows = rng.standard_normal((index[0].size, K), dtype=np.float32)
     moments = [np.zeros_like(table), np.zeros_like(table)]
     table_adam = adam.TableAdam()
-    adam_args = (index[0], rows, 1e-5, 1.0, 1e-4, 1e-4, 0.9, 0.999, 1e-7)
+    adam_args = (index[0], rows, 1e-5, True, 1.0, 1e-4, 1e-4, 0.9, 0.999, 1e-7)
     position = adam.row_positions(np, table.shape[0], index[0])
     pieces = [
         ("gather table[ids] -> take", lambda: table[ids], lambda: embedding_forward(table, ids)),

@@ -120,8 +120,8 @@ def check_kernels(cpu, gpu, V: int, N: int, K: int, rows: list) -> None:
                 cpu.adam_rows(*state_c, unique, c_clipped, lr_t, 0.9, 0.999, 1e-7)
                 gpu.adam_rows(*state_g, to_gpu(unique), to_gpu(c_clipped), lr_t, 0.9, 0.999, 1e-7)
             else:
-                cpu.adam_table(*state_c, unique, c_clipped, 0.1, ratio, floor, lr_t, 0.9, 0.999, 1e-7)
-                gpu.adam_table(*state_g, to_gpu(unique), to_gpu(c_clipped), 0.1, ratio, floor,
+                cpu.adam_table(*state_c, unique, c_clipped, 0.1, True, ratio, floor, lr_t, 0.9, 0.999, 1e-7)
+                gpu.adam_table(*state_g, to_gpu(unique), to_gpu(c_clipped), 0.1, True, ratio, floor,
                                lr_t, 0.9, 0.999, 1e-7)
         worst = max(close(host(g), c, RTOL_KERNEL) for g, c in zip(state_g, state_c))
         rows.append(("kernel", f"{name} (table, m, v)", worst, "<= 1"))

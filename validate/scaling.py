@@ -119,10 +119,7 @@ def _equivalent(record: dict, rule: str, bs: int, optim: str, init: float, hp: d
 def train_one(cfg, rule: str, run_dir: Path, keep_checkpoint: bool) -> dict:
     """One run of the grid, resumed from its checkpoint if a previous invocation was cut off."""
     from dataio.reader import BatchReader
-    from engine.backend import resolve_device
     from engine.train import run
-    from models import Schema
-    from dataio.meta import load_meta
 
     resume = False
     first_step = 0
@@ -135,13 +132,11 @@ def train_one(cfg, rule: str, run_dir: Path, keep_checkpoint: bool) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
 
     steps_per_epoch = BatchReader(cfg.data, "train", cfg.bs).steps_per_epoch
-    offsets = Schema.from_meta(load_meta(cfg.data)).offsets
-    kernels, _ = resolve_device(cfg.device)
     tally = ClipTally(steps_per_epoch, first_step) if rule in CLIP_RULES else None
-    hooks = clip_rule(rule, offsets, tally, kernels.to_host) if rule in CLIP_RULES else {}
+    clip = clip_rule(rule, tally) if rule in CLIP_RULES else clip_rule("cowclip")
     t0 = time.perf_counter()
     with open(run_dir / "log.txt", "a") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-        final = run(cfg, run_dir, resume, **hooks)
+        final = run(cfg, run_dir, resume, clip_rule=clip)
     wall = time.perf_counter() - t0
     evals = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()
              if line.startswith('{"type": "eval"')]

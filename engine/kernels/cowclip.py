@@ -1,4 +1,5 @@
-"""CowClip's per-row clip, fused with the row norms (Algorithm 1 of arXiv 2204.06240).
+"""CowClip's per-row clip, fused with the row norms: implements `engine.cowclip.cowclip`
+(Algorithm 1 of arXiv 2204.06240), whose per-row rule is `engine.cowclip.clip_scale`.
 
 Symbols: U = unique ids in the batch, K = embedding dim, V = table rows.
 
@@ -12,7 +13,7 @@ cnt_k its number of occurrences:
 and the reference code's (r, bound) onto them.
 
 Layout: NumPy reference, Numba CPU version, Numba CUDA version with its launcher. The CPU and
-CUDA kernels share `clip_scale`, so their arithmetic is the same lines.
+CUDA kernels call `engine.cowclip.clip_scale`, so their arithmetic is the same lines.
 """
 import math
 
@@ -20,16 +21,8 @@ import numba
 import numpy as np
 from numba import cuda
 
+from engine.cowclip import clip_scale
 from engine.kernels.common import for_cuda, launch
-
-
-@numba.njit(cache=True)
-def clip_scale(grad_norm, weight_norm, count, ratio, floor):
-    """min(1, cnt * max(ratio * ||w||, floor) / ||g||), and 1 for a zero gradient."""
-    threshold = count * max(ratio * weight_norm, floor)
-    if grad_norm > threshold:
-        return threshold / grad_norm
-    return 1.0
 
 
 @numba.njit(cache=True)
@@ -52,7 +45,8 @@ def clip_row(row_grads, table, ids, counts, ratio, floor, scales, u):
 
 
 def cowclip_rows_reference(row_grads, table, ids, counts, ratio: float, floor: float):
-    """row_grads [U, K], table [V, K], ids [U], counts [U] -> (clipped [U, K], scales [U])."""
+    """row_grads [U, K], table [V, K], ids [U], counts [U] -> (clipped [U, K], scales [U]);
+    engine.cowclip.clip_scale, vectorised."""
     weight_norm = np.linalg.norm(table[ids].astype(np.float64), axis=1)   # (U,)
     grad_norm = np.linalg.norm(row_grads.astype(np.float64), axis=1)      # (U,)
     threshold = counts * np.maximum(ratio * weight_norm, floor)           # (U,)

@@ -66,8 +66,8 @@ def test_adam_cuda(mode, dtype, rtol):
             adam.adam_rows_reference(*ref, ids, rows, 1e-2, 0.9, 0.999, 1e-7)
             adam.adam_rows_cuda(*got, ids, rows.astype(dtype), 1e-2, 0.9, 0.999, 1e-7)
         else:
-            adam.adam_table_reference(*ref, ids, rows, 0.6, 1.0, 0.01, 1e-2, 0.9, 0.999, 1e-7)
-            adam.adam_table_cuda(*got, ids, rows.astype(dtype), 0.6, 1.0, 0.01, 1e-2, 0.9, 0.999, 1e-7)
+            adam.adam_table_reference(*ref, ids, rows, 0.6, True, 1.0, 0.01, 1e-2, 0.9, 0.999, 1e-7)
+            adam.adam_table_cuda(*got, ids, rows.astype(dtype), 0.6, True, 1.0, 0.01, 1e-2, 0.9, 0.999, 1e-7)
     for g, r in zip(got, ref):
         np.testing.assert_allclose(g, r, rtol=rtol, atol=rtol * 1e-2)
 
