@@ -57,12 +57,7 @@ def synchronize(xp) -> None:
         xp.cuda.Device().synchronize()
 
 
-def rel_error(got, want) -> float:
-    """max |got - want| / max |want| over the whole tensor."""
-    got, want = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)
-    if want.size == 0:
-        return 0.0
-    return float(np.max(np.abs(got - want)) / max(np.max(np.abs(want)), 1e-30))
+from validate.errors import normwise_rel_error  # noqa: E402  (max |got - want| / max |want|)
 
 
 def close(got, want, rtol: float) -> float:
@@ -152,7 +147,7 @@ def check_steps(cpu, gpu, vocab: int, batch_size: int, config, rows: list) -> No
         loss_err = abs(info_g["loss"] - info_c["loss"]) / abs(info_c["loss"])
         worst_name, worst = "loss", loss_err
         for key in params_c:
-            err = rel_error(gpu.to_host(params_g[key]), params_c[key])
+            err = normwise_rel_error(gpu.to_host(params_g[key]), params_c[key])
             if err > worst:
                 worst_name, worst = key, err
         rows.append(("step", f"{name} {mode} (worst: {worst_name})", worst / RTOL_STEP, "<= 1"))
