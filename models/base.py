@@ -16,7 +16,7 @@ L2 penalties are not in `loss`: they depend on the optimizer mode and, in the re
 enter between the backward pass and CowClip, so the step applies them (engine/step.py) with the
 weights from `l2_weights`.
 """
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -42,7 +42,6 @@ class ModelConfig:
     low_rank: int = 32                     # DCN-Mix
     l2_cross: float = 1e-5                 # DeepCTR's l2_reg_cross default, not scaled
     dtype: str = "float32"
-    extra: dict = field(default_factory=dict)
 
 
 class CTRModel:

@@ -22,10 +22,10 @@ batch, ids that occur once, and a field with a single id. Inputs are drawn so th
 pre-activations stay away from zero, where the function has a kink.
 """
 import sys
-from collections import namedtuple
 
 import numpy as np
 
+from dataio.reader import Batch
 from engine.backend import get_backend
 from engine.layers import cross, embedding, fm, linear, loss, mlp
 from models import MODELS, ModelConfig, Schema, build_model
@@ -33,7 +33,6 @@ from validate.errors import elementwise_rel_error
 
 TOLERANCE = 1e-6
 STEP = 1e-4
-Batch = namedtuple("Batch", "sparse dense label")
 
 
 def numerical_grad(f, x: np.ndarray, indices=None, h: float = STEP) -> np.ndarray:

@@ -145,17 +145,11 @@ def row_positions(xp, num_rows: int, ids):
     return position
 
 
-def adam_table_cpu(table, m, v, ids, row_grads, l2, clip_absent, absent_ratio, absent_floor,
-                   lr_t, beta1, beta2, eps):
-    position = row_positions(np, table.shape[0], ids)
-    _adam_table_cpu(table, m, v, position, row_grads, l2, clip_absent, absent_ratio, absent_floor,
-                    lr_t, beta1, beta2, eps)
-
-
 class TableAdam:
-    """`adam_table_cpu` with its [V] position map kept across calls instead of made each step
-    (at V = 33.8M that is 135 MB written twice per table per step). Between calls every entry
-    is -1; a call sets the batch's U entries and puts them back to -1 when it is done."""
+    """The dense-table Adam on the CPU (`_adam_table_cpu`), with its [V] position map kept across
+    calls instead of made each step (at V = 33.8M that is 135 MB written twice per table per
+    step). Between calls every entry is -1; a call sets the batch's U entries and puts them back
+    to -1 when it is done."""
 
     def __init__(self):
         self._position = np.empty(0, dtype=np.int32)
