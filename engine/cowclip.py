@@ -26,11 +26,7 @@ Which kernel computes what (all of them call the scalar helpers of 2 and 3, or v
                        the dense-table Adam FUSES the absent-row clip into its pass over all V rows,
                        calling absent_row_scale per row, so no [V, K] gradient is ever made.
     group_clip         here, in NumPy/CuPy: the field and global ablations (not on a hot path).
-
-Vocabulary: "table" = an embedding table (embed.table, linear.table), updated by table Adam;
-"weights" = every other parameter (DNN, cross, head, linear.dense_w, bias); "features" = the
-dense input features of a batch. `embed_optim` "dense" (every row each step) vs "lazy" (only
-the batch's rows) is the only other use of the word "dense" about the optimizer.
+Words (tables, weights, features, Dense, embed_optim "dense"): see engine/step.py.
 """
 import math
 from dataclasses import dataclass, field

@@ -10,12 +10,21 @@ Symbols: V table rows, K embedding dim, U unique ids in the batch.
          d. Adam with the embedding lr: `lazy` on the batch's rows, `dense` on every row; an
             absent row's gradient is 2 lambda w, clipped as seen once if clips_absent_rows(form)
             (engine.cowclip.absent_row_scale, fused into the table Adam kernel)
+
+Words, one meaning each, in the engine and the models:
+    tables       the embedding tables, embed.table (V, K) and linear.table (V, 1): RowGrad gradients,
+                 L2 and CowClip as above, Adam by the kernels of engine/kernels/adam.py
+    weights      every other parameter (dnn.*, cross.*, head.W, linear.dense_w, bias): plain arrays,
+                 updated by update_weights
+    features     the dense input features of a batch, batch.dense (B, D) (the data format's name)
+    Dense        Keras's name of a fully connected layer (dense_forward in engine/layers/mlp.py)
+    embed_optim  'dense' | 'lazy' (the reference's CLI values, kept): table Adam on every row each
+                 step, or on the batch's rows only
 """
 from dataclasses import dataclass
 
 from engine.cowclip import COWCLIP, ClipRule, check_form, clip_audit, clip_rows, clips_absent_rows, l2_before_clip
-from engine.optim import (EMBED_MODES, AdamConfig, AdamState, adam_dense_update, bias_corrected_lr,
-                          warmup_lr)
+from engine.optim import EMBED_MODES, AdamConfig, AdamState, adam_weight_update, bias_corrected_lr, warmup_lr
 
 
 @dataclass(frozen=True)
@@ -26,7 +35,7 @@ class StepConfig:
     clip: float = 0.0                # CowClip r; 0 turns CowClip off
     bound: float = 0.0               # zeta (paper form) or the reference's --bound
     clip_form: str = "reference"     # 'paper' | 'reference' (see engine/cowclip.py)
-    embed_optim: str = "dense"       # 'dense' | 'lazy' (see engine/optim.py)
+    embed_optim: str = "dense"       # tables: 'dense' every row each step | 'lazy' the batch's rows
     warmup_updates: int = 0          # warm-up length of lr, in updates
     adam: AdamConfig = AdamConfig()
     rule: ClipRule = COWCLIP         # CowClip or one of its ablations (see engine/cowclip.py)
@@ -50,18 +59,18 @@ def apply_gradients(model, params: dict, grads: dict, state: AdamState, config: 
                     audit: bool = False) -> dict:
     """Steps 2 and 3, in place on params and state. -> info (lr used, audit if asked)."""
     t = state.updates + 1
-    info = {"lr": update_dense_weights(model, params, grads, state, config, t)}
+    info = {"lr": update_weights(model, params, grads, state, config, t)}
     info.update(update_tables(model, params, grads, state, config, kernels, t, audit))
     state.updates = t
     return info
 
 
-def update_dense_weights(model, params: dict, grads: dict, state: AdamState, config: StepConfig, t: int) -> float:
+def update_weights(model, params: dict, grads: dict, state: AdamState, config: StepConfig, t: int) -> float:
     """Step 2: L2 term and Adam (update number t) on every parameter but the tables. -> the lr used."""
     l2_weights = model.l2_weights(config.l2)
     tables = set(model.table_names())
-    lr_dense = warmup_lr(config.lr, t - 1, config.warmup_updates)
-    lr_t = bias_corrected_lr(lr_dense, t, config.adam)
+    lr_weights = warmup_lr(config.lr, t - 1, config.warmup_updates)
+    lr_t = bias_corrected_lr(lr_weights, t, config.adam)
     for name, w in params.items():
         if name in tables:
             continue
@@ -69,8 +78,8 @@ def update_dense_weights(model, params: dict, grads: dict, state: AdamState, con
         lam = l2_weights.get(name, 0.0)
         if lam:
             g = g + 2.0 * lam * w
-        adam_dense_update(w, g, state.m[name], state.v[name], lr_t, config.adam)
-    return lr_dense
+        adam_weight_update(w, g, state.m[name], state.v[name], lr_t, config.adam)
+    return lr_weights
 
 
 def update_tables(model, params: dict, grads: dict, state: AdamState, config: StepConfig, kernels, t: int,

@@ -1,9 +1,9 @@
-"""Adam (dense weights, and tables in dense and lazy modes) against a plain float64 transcription."""
+"""Adam (weights, and tables in dense and lazy modes) against a plain float64 transcription."""
 import numpy as np
 import pytest
 
 from engine.backend import get_backend
-from engine.optim import AdamConfig, adam_dense_update, bias_corrected_lr, warmup_lr
+from engine.optim import AdamConfig, adam_weight_update, bias_corrected_lr, warmup_lr
 from tests.test_cowclip import BACKENDS
 
 
@@ -25,7 +25,7 @@ def test_dense_weight_adam_matches_transcription_over_steps():
     w_ref, m_ref, v_ref = w.copy(), m.copy(), v.copy()
     for t in range(1, 6):
         g = rng.normal(size=w.shape)
-        adam_dense_update(w, g, m, v, bias_corrected_lr(1e-2, t, AdamConfig()), AdamConfig())
+        adam_weight_update(w, g, m, v, bias_corrected_lr(1e-2, t, AdamConfig()), AdamConfig())
         w_ref, m_ref, v_ref = keras_adam(w_ref, m_ref, v_ref, g, 1e-2, t)
     np.testing.assert_allclose(w, w_ref, rtol=1e-12, atol=1e-15)
     np.testing.assert_allclose(v, v_ref, rtol=1e-12, atol=1e-15)

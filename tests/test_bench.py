@@ -17,9 +17,9 @@ TINY = dict(embed_dim=3, dnn_hidden=(6, 5), cross_layers=2, init_stddev=0.3, dty
 # calls per step: gather = global_ids + 2 table lookups; scatter = one id index + 2 table
 # scatter-adds; DNN forward = dnn_forward + head_forward (+ the cross network for DCN)
 CALLS = {"deepfm": {"gather": 3, "fm": 2, "dnn_fwd": 2, "dnn_bwd": 2, "scatter": 3, "cowclip": 1,
-                    "adam_dense": 1, "adam_tables": 1},
+                    "adam_weights": 1, "adam_tables": 1},
          "dcn": {"gather": 3, "dnn_fwd": 3, "dnn_bwd": 3, "scatter": 3, "cowclip": 1,
-                 "adam_dense": 1, "adam_tables": 1}}
+                 "adam_weights": 1, "adam_tables": 1}}
 
 
 @pytest.mark.parametrize("name", ["deepfm", "dcn"])

@@ -9,7 +9,7 @@ Phases, in exclusive time (a wrapped call inside another counts to its own phase
     dnn_bwd      dnn_backward, head_backward, cross_*_backward
     scatter      index_batch_ids, embedding_backward              the tables' RowGrads
     cowclip      backend.cowclip_rows
-    adam_dense   engine.step.update_dense_weights                 L2 and Adam on the weights
+    adam_weights engine.step.update_weights                       L2 and Adam on the weights
     adam_tables  engine.step.update_tables, less cowclip          L2 and Adam on the tables
     other        the rest of the step: the linear part, the loss, concatenations, bookkeeping
 """
@@ -22,7 +22,8 @@ import time
 from collections import Counter, defaultdict
 from contextlib import contextmanager
 
-PHASES = ("gather", "fm", "dnn_fwd", "dnn_bwd", "scatter", "cowclip", "adam_dense", "adam_tables", "other")
+PHASES = ("gather", "fm", "dnn_fwd", "dnn_bwd", "scatter", "cowclip", "adam_weights", "adam_tables",
+          "other")
 LAYER_PHASES = {   # functions the model modules (models/*.py) call, by the name they import them under
     "embedding_forward": "gather",
     "fm_forward": "fm", "fm_backward": "fm",
@@ -32,7 +33,7 @@ LAYER_PHASES = {   # functions the model modules (models/*.py) call, by the name
     "cross_v2_backward": "dnn_bwd", "cross_mix_backward": "dnn_bwd",
     "index_batch_ids": "scatter", "embedding_backward": "scatter",
 }
-STEP_PHASES = {"update_dense_weights": "adam_dense", "update_tables": "adam_tables"}
+STEP_PHASES = {"update_weights": "adam_weights", "update_tables": "adam_tables"}
 
 
 class PhaseTimer:

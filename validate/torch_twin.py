@@ -73,17 +73,17 @@ def torch_twin(model, params: dict, mode: str, share_memory: bool):
                     self.head.weight.copy_(torch.from_numpy(params["head.W"].T.copy()))
             self.register_buffer("offsets", torch.from_numpy(model.offsets))
 
-        def forward(self, sparse, dense):
+        def forward(self, sparse, features):
             ids = sparse.long() + self.offsets                                       # (B, F)
             wide = tf.embedding(ids, self.linear_table, sparse=sparse_grads)        # (B, F, 1)
-            logit = wide.sum(dim=(1, 2)) + dense @ self.dense_w + self.bias
+            logit = wide.sum(dim=(1, 2)) + features @ self.dense_w + self.bias
             if self.embed_table is not None:
                 emb = tf.embedding(ids, self.embed_table, sparse=sparse_grads)      # (B, F, K)
                 if model.name in ("fm", "deepfm"):
                     field_sum = emb.sum(dim=1)
                     logit = logit + 0.5 * (field_sum * field_sum - (emb * emb).sum(dim=1)).sum(dim=1)
                 if self.head is not None:
-                    x = torch.cat([emb.flatten(1), dense], dim=1)                   # (B, d)
+                    x = torch.cat([emb.flatten(1), features], dim=1)                   # (B, d)
                     for layer in self.dnn:
                         x = torch.relu(layer(x))
                     logit = logit + self.head(x)[:, 0]
@@ -93,9 +93,9 @@ def torch_twin(model, params: dict, mode: str, share_memory: bool):
     tables = [net.linear_table] + ([net.embed_table] if net.embed_table is not None else [])
     others = [p for p in net.parameters() if all(p is not t for t in tables)]
     try:
-        dense_opt = torch.optim.Adam(others, lr=config.lr, eps=config.adam.epsilon, fused=True)
+        weight_opt = torch.optim.Adam(others, lr=config.lr, eps=config.adam.epsilon, fused=True)
     except (RuntimeError, TypeError):
-        dense_opt = torch.optim.Adam(others, lr=config.lr, eps=config.adam.epsilon)
+        weight_opt = torch.optim.Adam(others, lr=config.lr, eps=config.adam.epsilon)
     if sparse_grads:
         table_opt = torch.optim.SparseAdam(tables, lr=config.lr_embed, eps=config.adam.epsilon)
     else:
@@ -105,10 +105,10 @@ def torch_twin(model, params: dict, mode: str, share_memory: bool):
             table_opt = torch.optim.Adam(tables, lr=config.lr_embed, eps=config.adam.epsilon)
 
     def forward_backward(batch):
-        sparse, dense, label = (torch.from_numpy(x) for x in batch)
+        sparse, features, label = (torch.from_numpy(x) for x in batch)
         for p in net.parameters():
             p.grad = None
-        logit, ids = net(sparse, dense)
+        logit, ids = net(sparse, features)
         loss = tf.binary_cross_entropy_with_logits(logit, label)
         loss.backward()
         return loss, ids
@@ -145,7 +145,7 @@ def torch_twin(model, params: dict, mode: str, share_memory: bool):
     def step(batch) -> float:
         loss, ids = forward_backward(batch)
         regularise_and_clip(ids)
-        dense_opt.step()
+        weight_opt.step()
         table_opt.step()
         return float(loss.detach())
 
