@@ -3,7 +3,7 @@ function really called, the wrappers removed afterwards), the FLOP count, and th
 import numpy as np
 import pytest
 
-import models.base
+import models.deepfm
 from engine.backend import get_backend
 from engine.optim import AdamState
 from engine.step import StepConfig, train_step
@@ -29,7 +29,7 @@ def test_phase_step_times_the_real_step(name):
     kernels = get_backend("cpu")
     a, b = model.init_params(1), model.init_params(1)
     sa, sb = AdamState.zeros_like(a, np), AdamState.zeros_like(b, np)
-    original = models.base.embedding_forward
+    original = models.deepfm.embedding_forward
     for seed in range(2):
         info = train_step(model, a, sa, check_batch(seed), config, kernels)
         loss, seconds, calls = phase_step(model, b, sb, check_batch(seed), config, kernels)
@@ -38,7 +38,7 @@ def test_phase_step_times_the_real_step(name):
     for key in a:
         assert np.array_equal(b[key], a[key]), key
     assert set(seconds) == set(PHASES) and all(seconds[p] >= 0 for p in PHASES if p != "other")
-    assert models.base.embedding_forward is original and "global_ids" not in vars(model)
+    assert models.deepfm.embedding_forward is original and "global_ids" not in vars(model)
 
 
 def test_dnn_flops_by_hand():
