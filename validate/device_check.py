@@ -29,6 +29,8 @@ import time
 import click
 import numpy as np
 
+from validate.errors import normwise_rel_error
+
 SIMULATOR = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
 RTOL_KERNEL, RTOL_STEP = 1e-5, 1e-4
 
@@ -55,9 +57,6 @@ def unavailable_reason() -> str | None:
 def synchronize(xp) -> None:
     if xp is not np:
         xp.cuda.Device().synchronize()
-
-
-from validate.errors import normwise_rel_error  # noqa: E402  (max |got - want| / max |want|)
 
 
 def close(got, want, rtol: float) -> float:
