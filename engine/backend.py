@@ -15,7 +15,7 @@ F fields, I/H layer widths.
     scatter_add_rows(inverse [N], src [N, C], U) -> rows [U, C]
     cowclip_rows(row_grads [U, K], table [V, K], ids [U], counts [U], ratio, floor) -> scales [U]
     adam_rows(table, m, v, ids, row_grads, lr_t, beta1, beta2, eps)
-    adam_table(table, m, v, ids, row_grads, l2, absent_ratio, absent_floor, lr_t, beta1, beta2, eps)
+    adam_table(table, m, v, ids, row_grads, l2, clip_absent, absent_ratio, absent_floor, lr_t, beta1, beta2, eps)
     adam_dense_weights(params, grads, state, names, l2s, lr_t, adam)  every non-table weight, L2 + Adam
     fm_forward(emb [B, F, K])                  -> out [B], cache          (engine/layers/fm.py)
     fm_backward(dout [B], cache, add)          -> demb [B, F, K]

@@ -34,7 +34,7 @@ def predict(model, params, arrays: dict, kernels, batch_size: int = 65536):
     out = []
     for lo in range(0, n, batch_size):
         part = Batch(*(arrays[k][lo:lo + batch_size] for k in ("sparse", "dense", "label")))
-        out.append(sigmoid(model.logits(params, part).astype(xp.float64)))
+        out.append(sigmoid(model.logits(params, part, kernels).astype(xp.float64)))
     return xp.concatenate(out) if out else xp.zeros(0, dtype=xp.float64)
 
 

@@ -6,8 +6,8 @@
     v     <- beta2 * v + (1 - beta2) * g^2
     w     <- w - lr_t * m / (sqrt(v) + epsilon)          (epsilon outside the bias correction)
 
-Dense weights are updated here with array arithmetic; embedding tables with the sparse kernels
-(engine/kernels/adam.py), in one of two modes:
+The weights (every parameter but the embedding tables) are updated here with array arithmetic;
+the tables with the sparse kernels (engine/kernels/adam.py), in one of two `embed_optim` modes:
     dense  every row's moments decay and every row moves each step (the reference: its L2
            penalty makes the table's gradient dense);
     lazy   only the rows in the batch are regularised and updated (TF LazyAdam, torch
@@ -44,7 +44,7 @@ def bias_corrected_lr(lr: float, t: int, config: AdamConfig) -> float:
     return lr * (1.0 - config.beta2 ** t) ** 0.5 / (1.0 - config.beta1 ** t)
 
 
-def adam_dense_update(w, g, m, v, lr_t: float, config: AdamConfig) -> None:
+def adam_weight_update(w, g, m, v, lr_t: float, config: AdamConfig) -> None:
     """In place on w, m, v (arrays of any shape)."""
     m *= config.beta1
     m += (1.0 - config.beta1) * g

@@ -1,104 +1,112 @@
-"""One training step, in the order of Algorithm 1 (arXiv 2204.06240):
+"""One training step, in the order of Algorithm 1 (arXiv 2204.06240), with engine/cowclip.py's names.
+Symbols: V table rows, K embedding dim, U unique ids in the batch.
 
-    1. loss and mean-over-batch gradients              model.loss -> dense grads, RowGrads
-    2. dense weights: + L2 term, Adam with the (warmed-up) dense learning rate
-    3. each table: L2, CowClip (embed.table only), Adam with the embedding learning rate
+    1. loss and mean-over-batch gradients          model.loss -> weight grads, table RowGrads
+    2. the weights (every parameter but the tables): + L2 term, Adam with the warmed-up lr
+    3. each table, row k of the batch at a time:
+         a. g_k += 2 lambda w_k         if l2_before_clip(form)     (reference form)
+         b. g_k *= min(1, clip_k / ||g_k||)   clip_rows(config.rule)  (embed.table only)
+         c. g_k += 2 lambda w_k         otherwise                     (paper form)
+         d. Adam with the embedding lr: `lazy` on the batch's rows, `dense` on every row; an
+            absent row's gradient is 2 lambda w, clipped as seen once if clips_absent_rows(form)
+            (engine.cowclip.absent_row_scale, fused into the table Adam kernel)
 
-Where the L2 term 2 * lambda * w enters a table's gradient depends on the CowClip form:
-`reference` adds it before the clip (Keras puts the regulariser's gradient into the gradient
-that train.py clips), `paper` after. In `dense` embedding mode rows absent from the batch get
-2 * lambda * w too (the reference's table-wide penalty), clipped as rows seen once in the
-reference form; in `lazy` mode they are left alone.
+Words, one meaning each, in the engine and the models:
+    tables       the embedding tables, embed.table (V, K) and linear.table (V, 1): RowGrad gradients,
+                 L2 and CowClip as above, Adam by the kernels of engine/kernels/adam.py
+    weights      every other parameter (dnn.*, cross.*, head.W, linear.dense_w, bias): plain arrays,
+                 updated by update_weights
+    features     the dense input features of a batch, batch.dense (B, D) (the data format's name)
+    Dense        Keras's name of a fully connected layer (dense_forward in engine/layers/mlp.py)
+    embed_optim  'dense' | 'lazy' (the reference's CLI values, kept): table Adam on every row each
+                 step, or on the batch's rows only
 """
 from dataclasses import dataclass
 
-from engine.cowclip import clip_audit, clip_constants, cowclip
-from engine.kernels.adam import NO_CLIP
+from engine.cowclip import COWCLIP, ClipRule, check_form, clip_audit, clip_rows, clips_absent_rows, l2_before_clip
 from engine.kernels.dense_adam import adam_dense_weights_reference
 from engine.optim import EMBED_MODES, AdamConfig, AdamState, bias_corrected_lr, warmup_lr
 
 
 @dataclass(frozen=True)
 class StepConfig:
-    lr: float = 8e-4                 # dense learning rate (after scaling)
-    lr_embed: float = 1e-4           # embedding learning rate
+    lr: float = 8e-4                 # learning rate of the weights (after scaling)
+    lr_embed: float = 1e-4           # learning rate of the tables
     l2: float = 1e-5                 # lambda of lambda * sum(W^2) on tables and the linear kernel
     clip: float = 0.0                # CowClip r; 0 turns CowClip off
     bound: float = 0.0               # zeta (paper form) or the reference's --bound
     clip_form: str = "reference"     # 'paper' | 'reference' (see engine/cowclip.py)
-    embed_optim: str = "dense"       # 'dense' | 'lazy' (see engine/optim.py)
-    warmup_updates: int = 0          # dense-lr warm-up length in updates
+    embed_optim: str = "dense"       # tables: 'dense' every row each step | 'lazy' the batch's rows
+    warmup_updates: int = 0          # warm-up length of lr, in updates
     adam: AdamConfig = AdamConfig()
+    rule: ClipRule = COWCLIP         # CowClip or one of its ablations (see engine/cowclip.py)
 
     def __post_init__(self):
         if self.embed_optim not in EMBED_MODES:
             raise ValueError(f"embed_optim must be one of {EMBED_MODES}, got {self.embed_optim!r}")
-        clip_constants(self.clip_form, 1.0, 0.0, 1)  # validates the form
+        check_form(self.clip_form)
+
+
+def train_step(model, params: dict, state: AdamState, batch, config: StepConfig, kernels,
+               audit: bool = False, rng=None) -> dict:
+    """Steps 1-3 on one batch. -> info with the batch's mean loss."""
+    loss, grads = model.loss(params, batch, kernels, training=True, rng=rng)      # 1
+    info = apply_gradients(model, params, grads, state, config, kernels, audit)   # 2, 3
+    info["loss"] = loss
+    return info
 
 
 def apply_gradients(model, params: dict, grads: dict, state: AdamState, config: StepConfig, kernels,
-                    audit: bool = False, clip=cowclip, constants=clip_constants) -> dict:
-    """Steps 2 and 3 above, in place on params and state. -> info (lr used, audit if asked).
-
-    clip, constants: the row clip and its (ratio, floor); CowClip unless a study swaps in an
-    ablation (validate/ablations.py) with the same signatures."""
+                    audit: bool = False) -> dict:
+    """Steps 2 and 3, in place on params and state. -> info (lr used, audit if asked)."""
     t = state.updates + 1
-    info = {"lr": update_dense_weights(model, params, grads, state, config, t, kernels)}
-    info.update(update_tables(model, params, grads, state, config, kernels, t, audit, clip, constants))
+    info = {"lr": update_weights(model, params, grads, state, config, t, kernels)}
+    info.update(update_tables(model, params, grads, state, config, kernels, t, audit))
     state.updates = t
     return info
 
 
-def update_dense_weights(model, params: dict, grads: dict, state: AdamState, config: StepConfig, t: int,
-                         kernels=None) -> float:
+def update_weights(model, params: dict, grads: dict, state: AdamState, config: StepConfig, t: int,
+                   kernels=None) -> float:
     """Step 2: L2 term and Adam (update number t) on every parameter but the tables, with the
-    backend's `adam_dense_weights` (the plain loop without a backend). -> the dense lr."""
+    backend's `adam_dense_weights` (the plain loop without a backend). -> the lr used."""
     l2_weights = model.l2_weights(config.l2)
     tables = set(model.table_names())
-    lr_dense = warmup_lr(config.lr, t - 1, config.warmup_updates)
-    lr_t = bias_corrected_lr(lr_dense, t, config.adam)
+    lr_weights = warmup_lr(config.lr, t - 1, config.warmup_updates)
+    lr_t = bias_corrected_lr(lr_weights, t, config.adam)
     names = [name for name in params if name not in tables]
     adam = kernels.adam_dense_weights if kernels is not None else adam_dense_weights_reference
     adam(params, grads, state, names, [l2_weights.get(name, 0.0) for name in names], lr_t, config.adam)
-    return lr_dense
+    return lr_weights
 
 
 def update_tables(model, params: dict, grads: dict, state: AdamState, config: StepConfig, kernels, t: int,
-                  audit: bool = False, clip=cowclip, constants=clip_constants) -> dict:
-    """Step 3: per table, L2 (before or after the clip), CowClip, Adam (update number t). -> audit info."""
+                  audit: bool = False) -> dict:
+    """Step 3 on every table (update number t). -> audit info of the clipped table, if asked."""
     info = {}
     l2_weights = model.l2_weights(config.l2)
     lr_t = bias_corrected_lr(config.lr_embed, t, config.adam)
     a = config.adam
-    ratio, floor = constants(config.clip_form, config.clip, config.bound, model.config.embed_dim)
+    ratio, floor = config.rule.constants(config.clip_form, config.clip, config.bound, model.config.embed_dim)
     for name in model.table_names():
-        table, grad = params[name], grads[name]
+        table, grad = params[name], grads[name]          # (V, K); RowGrad ids (U,), rows (U, K), counts (U,)
         lam = l2_weights.get(name, 0.0)
         clipped = config.clip > 0 and name in model.clipped_tables()
-        l2_after_clip = clipped and config.clip_form == "paper"
-        if lam and not l2_after_clip:
+        l2_first = not clipped or l2_before_clip(config.clip_form)
+        if lam and l2_first:                                                       # 3a
             grad.rows[...] += 2.0 * lam * table[grad.ids]
-        if clipped:
-            scales = clip(grad, table, kernels, ratio, floor)
+        if clipped:                                                                # 3b
+            scales = clip_rows(config.rule, grad, table, model.offsets, kernels, ratio, floor)
             if audit:
                 info[f"audit.{name}"] = clip_audit(grad, table, scales, model.offsets,
                                                    model.schema.sparse_names, kernels.to_host)
-        if lam and l2_after_clip:
+        if lam and not l2_first:                                                   # 3c
             grad.rows[...] += 2.0 * lam * table[grad.ids]
-        if config.embed_optim == "lazy":
+        if config.embed_optim == "lazy":                                           # 3d
             kernels.adam_rows(table, state.m[name], state.v[name], grad.ids, grad.rows,
                               lr_t, a.beta1, a.beta2, a.epsilon)
         else:
-            absent_ratio = ratio if clipped and config.clip_form == "reference" else NO_CLIP
+            clip_absent = clipped and clips_absent_rows(config.clip_form)
             kernels.adam_table(table, state.m[name], state.v[name], grad.ids, grad.rows, lam,
-                               absent_ratio, floor, lr_t, a.beta1, a.beta2, a.epsilon)
-    return info
-
-
-def train_step(model, params: dict, state: AdamState, batch, config: StepConfig, kernels,
-               audit: bool = False, rng=None, **clip_hooks) -> dict:
-    """Steps 1-3 on one batch. -> info with the batch's mean loss."""
-    loss, grads = model.loss(params, batch, kernels, training=True, rng=rng)
-    info = apply_gradients(model, params, grads, state, config, kernels, audit, **clip_hooks)
-    info["loss"] = loss
+                               clip_absent, ratio, floor, lr_t, a.beta1, a.beta2, a.epsilon)
     return info

@@ -35,6 +35,7 @@ from click.core import ParameterSource
 from engine.accumulate import accumulated_loss_and_grads
 from engine.backend import resolve_device
 from engine.checkpoint import load_checkpoint, recover_checkpoint, save_checkpoint
+from engine.cowclip import COWCLIP, ClipRule
 from engine.early_stop import EarlyStopping, best_dir
 from engine.errors import TrainingError
 from engine.evaluate import evaluate, json_safe
@@ -88,10 +89,10 @@ class Job:
         return self.samples / max(self.train_seconds, 1e-9)
 
 
-def run(cfg: RunConfig, out: Path, resume: bool, **clip_hooks) -> dict:
-    """Train and evaluate as cfg says, in run directory `out`. clip_hooks: `clip` and `constants`
-    for engine.step.apply_gradients (the scaling study's ablations); CowClip when absent."""
-    job, position = prepare(cfg, out, resume)
+def run(cfg: RunConfig, out: Path, resume: bool, clip_rule: ClipRule = COWCLIP) -> dict:
+    """Train and evaluate as cfg says, in run directory `out`. clip_rule: CowClip, or one of the
+    scaling study's ablations (engine/cowclip.py)."""
+    job, position = prepare(cfg, out, resume, clip_rule)
     steps_per_epoch = job.reader.steps_per_epoch
     last_eval = None
     epoch = position["epoch"]
@@ -101,7 +102,7 @@ def run(cfg: RunConfig, out: Path, resume: bool, **clip_hooks) -> dict:
         if _reached_max_steps(cfg, job.global_step):  # resumed at or past --max-steps: take no step
             break
         start_step = position["step_in_epoch"] if epoch == position["epoch"] else 0
-        step_in_epoch, evaluated = train_epoch(job, epoch, start_step, clip_hooks)
+        step_in_epoch, evaluated = train_epoch(job, epoch, start_step)
         last_eval = evaluated or last_eval
         if job.stopped or _reached_max_steps(cfg, job.global_step):
             save(job, epoch, step_in_epoch)
@@ -121,7 +122,7 @@ def run(cfg: RunConfig, out: Path, resume: bool, **clip_hooks) -> dict:
     return final
 
 
-def prepare(cfg: RunConfig, out: Path, resume: bool) -> tuple[Job, dict]:
+def prepare(cfg: RunConfig, out: Path, resume: bool, clip_rule: ClipRule = COWCLIP) -> tuple[Job, dict]:
     """Backend, data, model and the parameters to start from. -> (job, position in the data)."""
     from dataio.meta import load_meta
     from dataio.reader import read_split
@@ -143,7 +144,7 @@ def prepare(cfg: RunConfig, out: Path, resume: bool) -> tuple[Job, dict]:
     check_set_up(cfg, model, reader, meta, xp)
     step_config = StepConfig(lr=cfg.hp["lr"], lr_embed=cfg.hp["lr_embed"], l2=cfg.hp["l2"], clip=cfg.hp["clip"],
                              bound=cfg.hp["bound"], clip_form=cfg.clip_form, embed_optim=cfg.embed_optim,
-                             warmup_updates=int(cfg.hp["warmup"] * reader.steps_per_epoch))
+                             warmup_updates=int(cfg.hp["warmup"] * reader.steps_per_epoch), rule=clip_rule)
     refuse_links(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps({**asdict(cfg), "step_config": asdict(step_config),
@@ -199,13 +200,13 @@ def resume_from_checkpoint(out: Path, model, xp) -> tuple[dict, AdamState, dict]
     return params, state, position
 
 
-def train_epoch(job: Job, epoch: int, start_step: int, clip_hooks: dict) -> tuple[int, dict | None]:
+def train_epoch(job: Job, epoch: int, start_step: int) -> tuple[int, dict | None]:
     """The batches of one epoch from `start_step` on. -> (last step in the epoch, last evaluation or None)."""
     cfg, steps_per_epoch = job.cfg, job.reader.steps_per_epoch
     running, tick, last_eval = [], time.perf_counter(), None
     step_in_epoch = start_step
     for step_in_epoch, batch in enumerate(job.reader.iter_epoch(epoch, start_step), start=start_step + 1):
-        loss, info = take_step(job, batch, epoch, step_in_epoch, clip_hooks)
+        loss, info = take_step(job, batch, epoch, step_in_epoch)
         profile_steps(job)
         running.append(loss)
         epoch_end = step_in_epoch == steps_per_epoch
@@ -225,7 +226,7 @@ def train_epoch(job: Job, epoch: int, start_step: int, clip_hooks: dict) -> tupl
     return step_in_epoch, last_eval
 
 
-def take_step(job: Job, batch, epoch: int, step_in_epoch: int, clip_hooks: dict) -> tuple[float, dict]:
+def take_step(job: Job, batch, epoch: int, step_in_epoch: int) -> tuple[float, dict]:
     """Loss and gradients of one batch, then Algorithm 1's update (engine/step.py). -> (loss, step info)."""
     t0 = time.perf_counter()
     model, params, kernels = job.model, job.params, job.kernels
@@ -236,8 +237,7 @@ def take_step(job: Job, batch, epoch: int, step_in_epoch: int, clip_hooks: dict)
     problem = loss_problem(loss)
     if problem:
         stop_diverged(job, problem, epoch, step_in_epoch)
-    info = apply_gradients(model, params, grads, job.state, job.step_config, kernels, audit=job.cfg.audit,
-                           **clip_hooks)
+    info = apply_gradients(model, params, grads, job.state, job.step_config, kernels, audit=job.cfg.audit)
     bad = non_finite_state(params, job.state, kernels.xp)
     if bad:
         stop_diverged(job, f"{len(bad)} parameter or Adam moment array(s) hold inf or nan after the update "

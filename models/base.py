@@ -1,30 +1,31 @@
-"""What every CTR model shares: the embedding front, the linear (wide) part, the global bias
-and the loss. Symbols: B batch, F sparse fields, D dense features, K embedding dim, V table rows.
+"""What every CTR model shares: parameters, the range check of ids, the loss, and the pieces of
+the embedding front. Symbols: B batch, F sparse fields, D dense features, K embedding dim,
+V table rows, d = F*K + D the width of the deep input.
 
-    ids    = sparse + offsets                          (B, F)  rows of the shared tables
-    wide   = linear.table[ids]                         (B, F, 1)
-    emb    = embed.table[ids]                          (B, F, K)
-    logit  = sum_f wide + dense . linear.dense_w  +  body(emb, dense)  +  bias
-    loss   = mean BCE(logit, label)
+    ids       = sparse + offsets                          (B, F)  rows of the shared tables
+    wide      = linear.table[ids]                         (B, F, 1)
+    emb       = embed.table[ids]                          (B, F, K)
+    features  = batch.dense                               (B, D)
+    logit     = sum_f wide + features . linear.dense_w  +  the model's own terms  +  bias
+    loss      = mean BCE(logit, label)
 
 A model is `params` (a flat dict of arrays with stable names) plus `loss(params, batch) ->
-(loss, grads)`; `grads` has the same keys. Dense parameters get dense gradients; the two tables
-get `RowGrad(ids, rows, counts)` (see engine/layers/embedding.py), sharing ids and counts.
-Subclasses write `body_forward` / `body_backward`, the part between the embeddings and the logit.
-`kernels` (a backend, engine/backend.py) is passed down to every layer that has backend kernels;
-without one (`logits(params, batch)`), the layers run their plain NumPy/CuPy forms.
+(loss, grads)`; `grads` has the same keys. The weights get array gradients; the two tables get
+`RowGrad(ids, rows, counts)` (see engine/layers/embedding.py), sharing ids and counts. Each model
+writes out its whole `forward`, layer by layer, and its `backward` as the forward's calls in
+reverse order (llm.c's gpt2_backward), in its own file. `kernels` (a backend, engine/backend.py) is
+passed down to every layer that has backend kernels; without one (`logits(params, batch)`), the
+layers run their plain NumPy/CuPy forms.
 
 L2 penalties are not in `loss`: they depend on the optimizer mode and, in the reference form,
 enter between the backward pass and CowClip, so the step applies them (engine/step.py) with the
 weights from `l2_weights`.
 """
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from engine.kernels.common import array_module_of
-from engine.layers.embedding import embedding_backward, embedding_forward, index_batch_ids
-from engine.layers.linear import linear_backward, linear_forward
 from engine.layers.loss import bce_with_logits_backward, bce_with_logits_forward
 from models.init import glorot_normal
 from models.schema import Schema
@@ -44,7 +45,6 @@ class ModelConfig:
     low_rank: int = 32                     # DCN-Mix
     l2_cross: float = 1e-5                 # DeepCTR's l2_reg_cross default, not scaled
     dtype: str = "float32"
-    extra: dict = field(default_factory=dict)
 
 
 class CTRModel:
@@ -82,6 +82,7 @@ class CTRModel:
         return {name: np.ascontiguousarray(value, dtype=self.config.dtype) for name, value in params.items()}
 
     def init_body(self, rng) -> dict:
+        """The parameters beyond the tables, linear.dense_w and bias."""
         return {}
 
     def table_names(self) -> tuple:
@@ -121,34 +122,20 @@ class CTRModel:
                              f"[{int(low[f])}, {int(high[f])}], outside its vocabulary [0, {int(vocab[f])})")
         return sparse.astype(xp.int64) + xp.asarray(self.offsets)[None, :]
 
+    def features(self, batch):
+        """batch.dense (B, D), width-checked: the dense input features."""
+        features = batch.dense
+        if features.shape[-1] != self.schema.num_dense:
+            raise ValueError(f"dense features have width {features.shape[-1]}, expected {self.schema.num_dense}")
+        return features
+
     def forward(self, params, batch, training: bool = False, rng=None, kernels=None):
-        """-> logits (B,), cache."""
-        dense = batch.dense
-        if dense.shape[-1] != self.schema.num_dense:
-            raise ValueError(f"dense features have width {dense.shape[-1]}, expected {self.schema.num_dense}")
-        ids = self.global_ids(batch.sparse)                                    # (B, F)
-        wide, _ = embedding_forward(params[LINEAR_TABLE], ids)                 # (B, F, 1)
-        linear_logit, linear_cache = linear_forward(wide, dense, params["linear.dense_w"])
-        emb = embedding_forward(params[EMBED_TABLE], ids)[0] if self.uses_embedding else None
-        body_logit, body_cache = self.body_forward(params, emb, dense, training, rng, kernels)
-        logits = linear_logit + params["bias"][0]
-        if body_logit is not None:
-            logits = logits + body_logit
-        return logits, (ids, linear_cache, body_cache)
+        """-> logits (B,), cache. Each model writes it out, layer by layer."""
+        raise NotImplementedError
 
     def backward(self, dlogits, cache, kernels) -> dict:
-        """dlogits (B,) -> grads with the keys of params."""
-        ids, linear_cache, body_cache = cache
-        grads = self.body_backward(dlogits, body_cache, kernels)
-        demb = grads.pop("emb", None)
-        dwide, _, grads["linear.dense_w"] = linear_backward(dlogits, linear_cache)
-        grads["bias"] = dlogits.sum(keepdims=True)
-        # the batch's ids are indexed once; both tables' scatter-adds use that index
-        index = index_batch_ids(ids, self.schema.total_rows, kernels)
-        grads[LINEAR_TABLE] = embedding_backward(dwide, index, kernels)
-        if self.uses_embedding:
-            grads[EMBED_TABLE] = embedding_backward(demb, index, kernels)
-        return grads
+        """dlogits (B,) -> grads with the keys of params: the forward's calls in reverse order."""
+        raise NotImplementedError
 
     def logits(self, params, batch, kernels=None):
         return self.forward(params, batch, kernels=kernels)[0]
@@ -161,24 +148,15 @@ class CTRModel:
         return loss, self.backward(dlogits, cache, kernels)
 
     # ----------------------------------------------------------------------------------------
-    # the model-specific part
-
-    def body_forward(self, params, emb, dense, training, rng, kernels=None):
-        """-> (logit part (B,) or None, cache)."""
-        return None, None
-
-    def body_backward(self, dlogits, cache, kernels=None) -> dict:
-        """-> grads of the body's params, plus 'emb' (B, F, K) when the body reads emb."""
-        return {}
-
-    # helpers for bodies that read x0 = concat(flatten(emb), dense), as DeepCTR's combined_dnn_input
+    # helpers for the towers that read x0 = concat(flatten(emb), features), as DeepCTR's
+    # combined_dnn_input
 
     @staticmethod
-    def deep_input(emb, dense):
+    def deep_input(emb, features):
         xp = array_module_of(emb)
-        return xp.concatenate([emb.reshape(emb.shape[0], -1), dense.astype(emb.dtype)], axis=1)  # (B, d)
+        return xp.concatenate([emb.reshape(emb.shape[0], -1), features.astype(emb.dtype)], axis=1)  # (B, d)
 
     def split_deep_input_grad(self, dx0):
-        """dx0 (B, d) -> demb (B, F, K); the dense part is data and needs no gradient."""
+        """dx0 (B, d) -> demb (B, F, K); the features' part is data and needs no gradient."""
         F, K = self.schema.num_fields, self.config.embed_dim
         return dx0[:, :F * K].reshape(dx0.shape[0], F, K)

@@ -1,6 +1,6 @@
 """Deep & Cross networks: a cross network and a DNN side by side on x0, then one output Dense.
 
-    x0    = concat(flatten(emb), dense)                   (B, d)
+    x0    = concat(flatten(emb), features)                (B, d)
     logit = linear + head(concat(cross(x0), dnn(x0))) + bias
 
 DCN uses cross v1, DCNv2 the full-rank cross v2, DCNMix the low-rank mixture of experts (the
@@ -11,7 +11,9 @@ import numpy as np
 from engine.kernels.common import array_module_of
 from engine.layers.cross import (cross_mix_backward, cross_mix_forward, cross_v1_backward,
                                  cross_v1_forward, cross_v2_backward, cross_v2_forward)
-from models.base import CTRModel
+from engine.layers.embedding import embedding_backward, embedding_forward, index_batch_ids
+from engine.layers.linear import linear_backward, linear_forward
+from models.base import EMBED_TABLE, LINEAR_TABLE, CTRModel
 from models.init import glorot_normal, glorot_uniform
 from models.parts import dnn_backward, dnn_forward, head_backward, head_forward, init_dnn, init_head
 
@@ -24,23 +26,34 @@ class _DeepAndCross(CTRModel):
         params.update(init_head(rng, self.input_width + hidden[-1]))
         return params
 
-    def body_forward(self, params, emb, dense, training, rng, kernels=None):
-        xp = array_module_of(emb)
-        x0 = self.deep_input(emb, dense)                                    # (B, d)
-        cross_out, cross_cache = self.cross_forward(params, x0)             # (B, d)
+    def forward(self, params, batch, training=False, rng=None, kernels=None):
+        xp = array_module_of(batch.dense)
+        features = self.features(batch)                                               # (B, D)
+        ids = self.global_ids(batch.sparse)                                           # (B, F)
+        wide, _ = embedding_forward(params[LINEAR_TABLE], ids)                        # (B, F, 1)
+        emb, _ = embedding_forward(params[EMBED_TABLE], ids)                          # (B, F, K)
+        linear_logit, linear_cache = linear_forward(wide, features, params["linear.dense_w"])  # (B,)
+        x0 = self.deep_input(emb, features)                                           # (B, d)
+        cross_out, cross_cache = self.cross_forward(params, x0)                       # (B, d)
         h, dnn_cache = dnn_forward(params, x0, len(self.config.dnn_hidden), self.config.dropout, training, rng,
                                    kernels)
-        logit, head_cache = head_forward(params, xp.concatenate([cross_out, h], axis=1))
-        return logit, (cross_cache, dnn_cache, head_cache)
+        stack = xp.concatenate([cross_out, h], axis=1)                                # (B, d + H)
+        head_logit, head_cache = head_forward(params, stack)                          # (B,)
+        logits = linear_logit + params["bias"][0] + head_logit                        # (B,)
+        return logits, (ids, linear_cache, cross_cache, dnn_cache, head_cache)
 
-    def body_backward(self, dlogits, cache, kernels=None):
-        cross_cache, dnn_cache, head_cache = cache
-        grads = {}
-        dstack = head_backward(dlogits, head_cache, grads, kernels)         # (B, d + H)
+    def backward(self, dlogits, cache, kernels):
+        ids, linear_cache, cross_cache, dnn_cache, head_cache = cache
+        grads = {"bias": dlogits.sum(keepdims=True)}
+        dstack = head_backward(dlogits, head_cache, grads, kernels)                      # (B, d + H)
         d = self.input_width
-        dx0 = dnn_backward(dstack[:, d:], dnn_cache, grads, kernels)
-        dx0 = dx0 + self.cross_backward(dstack[:, :d], cross_cache, grads)
-        grads["emb"] = self.split_deep_input_grad(dx0)
+        dx0 = dnn_backward(dstack[:, d:], dnn_cache, grads, kernels)                     # (B, d)
+        dx0 = dx0 + self.cross_backward(dstack[:, :d], cross_cache, grads)            # (B, d)
+        demb = self.split_deep_input_grad(dx0)                                        # (B, F, K)
+        dwide, _, grads["linear.dense_w"] = linear_backward(dlogits, linear_cache)    # (B, F, 1)
+        index = index_batch_ids(ids, self.schema.total_rows, kernels)   # one index for both tables
+        grads[EMBED_TABLE] = embedding_backward(demb, index, kernels)
+        grads[LINEAR_TABLE] = embedding_backward(dwide, index, kernels)
         return grads
 
     def layers(self):

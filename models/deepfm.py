@@ -1,11 +1,13 @@
 """DeepFM: the linear part, the FM term and a DNN, all reading the same embeddings.
 
     emb   = embed.table[ids]                              (B, F, K)
-    x0    = concat(flatten(emb), dense)                   (B, F*K + D)
+    x0    = concat(flatten(emb), features)                (B, F*K + D)
     logit = linear + fm(emb) + head(dnn(x0)) + bias
 """
+from engine.layers.embedding import embedding_backward, embedding_forward, index_batch_ids
 from engine.layers.fm import fm_backward, fm_forward
-from models.base import CTRModel
+from engine.layers.linear import linear_backward, linear_forward
+from models.base import EMBED_TABLE, LINEAR_TABLE, CTRModel
 from models.parts import dnn_backward, dnn_forward, head_backward, head_forward, init_dnn, init_head
 
 
@@ -16,19 +18,29 @@ class DeepFM(CTRModel):
         hidden = self.config.dnn_hidden
         return {**init_dnn(rng, self.input_width, hidden), **init_head(rng, hidden[-1])}
 
-    def body_forward(self, params, emb, dense, training, rng, kernels=None):
-        fm_logit, fm_cache = fm_forward(emb, kernels)                       # (B,)
-        x0 = self.deep_input(emb, dense)                                    # (B, d)
+    def forward(self, params, batch, training=False, rng=None, kernels=None):
+        features = self.features(batch)                                               # (B, D)
+        ids = self.global_ids(batch.sparse)                                           # (B, F)
+        wide, _ = embedding_forward(params[LINEAR_TABLE], ids)                        # (B, F, 1)
+        emb, _ = embedding_forward(params[EMBED_TABLE], ids)                          # (B, F, K)
+        linear_logit, linear_cache = linear_forward(wide, features, params["linear.dense_w"])  # (B,)
+        fm_logit, fm_cache = fm_forward(emb, kernels)                                  # (B,)
+        x0 = self.deep_input(emb, features)                                           # (B, d)
         h, dnn_cache = dnn_forward(params, x0, len(self.config.dnn_hidden), self.config.dropout, training, rng,
                                    kernels)
-        dnn_logit, head_cache = head_forward(params, h)                     # (B,)
-        return fm_logit + dnn_logit, (fm_cache, dnn_cache, head_cache)
+        dnn_logit, head_cache = head_forward(params, h)                               # (B,)
+        logits = linear_logit + params["bias"][0] + (fm_logit + dnn_logit)            # (B,)
+        return logits, (ids, linear_cache, fm_cache, dnn_cache, head_cache)
 
-    def body_backward(self, dlogits, cache, kernels=None):
-        fm_cache, dnn_cache, head_cache = cache
-        grads = {}
-        dh = head_backward(dlogits, head_cache, grads, kernels)
-        dx0 = dnn_backward(dh, dnn_cache, grads, kernels)
-        # the FM's part and the DNN's, summed as the FM backward writes
-        grads["emb"] = fm_backward(dlogits, fm_cache, self.split_deep_input_grad(dx0), kernels)   # (B, F, K)
+    def backward(self, dlogits, cache, kernels):
+        ids, linear_cache, fm_cache, dnn_cache, head_cache = cache
+        grads = {"bias": dlogits.sum(keepdims=True)}
+        dh = head_backward(dlogits, head_cache, grads, kernels)                          # (B, H)
+        dx0 = dnn_backward(dh, dnn_cache, grads, kernels)                                # (B, d)
+        # the FM's part of demb and the DNN's, summed as the FM backward writes
+        demb = fm_backward(dlogits, fm_cache, self.split_deep_input_grad(dx0), kernels)  # (B, F, K)
+        dwide, _, grads["linear.dense_w"] = linear_backward(dlogits, linear_cache)    # (B, F, 1)
+        index = index_batch_ids(ids, self.schema.total_rows, kernels)   # one index for both tables
+        grads[EMBED_TABLE] = embedding_backward(demb, index, kernels)
+        grads[LINEAR_TABLE] = embedding_backward(dwide, index, kernels)
         return grads

@@ -1,10 +1,9 @@
-"""Adam (dense weights, and tables in dense and lazy modes) against a plain float64 transcription."""
+"""Adam (weights, and tables in dense and lazy modes) against a plain float64 transcription."""
 import numpy as np
 import pytest
 
 from engine.backend import get_backend
-from engine.kernels.adam import NO_CLIP
-from engine.optim import AdamConfig, adam_dense_update, bias_corrected_lr, warmup_lr
+from engine.optim import AdamConfig, adam_weight_update, bias_corrected_lr, warmup_lr
 from tests.test_cowclip import BACKENDS
 
 
@@ -26,7 +25,7 @@ def test_dense_weight_adam_matches_transcription_over_steps():
     w_ref, m_ref, v_ref = w.copy(), m.copy(), v.copy()
     for t in range(1, 6):
         g = rng.normal(size=w.shape)
-        adam_dense_update(w, g, m, v, bias_corrected_lr(1e-2, t, AdamConfig()), AdamConfig())
+        adam_weight_update(w, g, m, v, bias_corrected_lr(1e-2, t, AdamConfig()), AdamConfig())
         w_ref, m_ref, v_ref = keras_adam(w_ref, m_ref, v_ref, g, 1e-2, t)
     np.testing.assert_allclose(w, w_ref, rtol=1e-12, atol=1e-15)
     np.testing.assert_allclose(v, v_ref, rtol=1e-12, atol=1e-15)
@@ -60,7 +59,7 @@ def test_table_adam_matches_transcription(backend, mode, dtype, rtol):
             ref[0][ids], ref[1][ids], ref[2][ids] = w2, m2, v2
         lr_t = lr * np.sqrt(1 - 0.999 ** t) / (1 - 0.9 ** t)
         if mode == "dense":
-            kernels.adam_table(table, m, v, ids, rows.astype(dtype), l2, NO_CLIP, 0.0, lr_t, 0.9, 0.999, 1e-7)
+            kernels.adam_table(table, m, v, ids, rows.astype(dtype), l2, False, 0.0, 0.0, lr_t, 0.9, 0.999, 1e-7)
         else:
             kernels.adam_rows(table, m, v, ids, rows.astype(dtype), lr_t, 0.9, 0.999, 1e-7)
     np.testing.assert_allclose(table, ref[0], rtol=rtol, atol=rtol * 1e-2)
@@ -77,7 +76,7 @@ def test_dense_table_clips_absent_rows_as_seen_once():
     kernels = get_backend("cpu")
     table = np.array([[3.0, 4.0], [1.0, 0.0]])
     m, v = np.zeros_like(table), np.zeros_like(table)
-    kernels.adam_table(table, m, v, np.array([1]), np.zeros((1, 2)), 1.0, 0.5, 0.0, 1.0, 0.9, 0.999, 1e-7)
+    kernels.adam_table(table, m, v, np.array([1]), np.zeros((1, 2)), 1.0, True, 0.5, 0.0, 1.0, 0.9, 0.999, 1e-7)
     # absent row 0: g = 2 * 1.0 * w (norm 10), threshold 0.5 * 5 = 2.5 -> g scaled to norm 2.5
     np.testing.assert_allclose(m[0], 0.1 * np.array([1.5, 2.0]))
 

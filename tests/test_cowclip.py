@@ -13,7 +13,8 @@ from engine.layers.embedding import RowGrad, embedding_backward, index_batch_ids
 def transcription(tables, ids, occurrence_grads, form, r, bound):
     """Algorithm 1 as written, one field and one id at a time, in float64.
 
-    tables: list of (V_f, K); ids (B, F); occurrence_grads (B, F, K): d loss / d emb[b, f]."""
+    tables: list of (V_f, K); ids (B, F); occurrence_grads (B, F, K): d loss / d emb[b, f].
+    -> {(f, k): (clipped gradient row, scale min(1, clip / ||g||))}."""
     B, F, K = occurrence_grads.shape
     clipped = []
     for f in range(F):
@@ -28,7 +29,7 @@ def transcription(tables, ids, occurrence_grads, form, r, bound):
                 clip = r * cnt * max(w_norm, r * math.sqrt(K) * bound)
             g_norm = math.sqrt(sum(float(x) ** 2 for x in g))
             scale = 1.0 if g_norm == 0 else min(1.0, clip / g_norm)
-            clipped.append(((f, k), g * scale))
+            clipped.append(((f, k), (g * scale, scale)))
     return dict(clipped)
 
 
@@ -65,21 +66,29 @@ def test_cowclip_matches_transcription(backend, form, dtype, rtol):
     global_ids = ids + offsets
     index = index_batch_ids(global_ids, table.shape[0], kernels)
     grad = embedding_backward(grads, index, kernels)
+    before = grad.rows.copy()
     ratio, floor = clip_constants(form, r, bound, table.shape[1])
-    scales = cowclip(grad, table, kernels, ratio, floor)
+    scales = kernels.to_host(cowclip(grad, table, kernels, ratio, floor))
 
     assert len(expected) == grad.ids.shape[0]
     for u, row in enumerate(grad.ids):
         f = int(np.searchsorted(offsets, row, side="right") - 1)
-        want = expected[(f, int(row - offsets[f]))]
+        want, want_scale = expected[(f, int(row - offsets[f]))]
         # relative to the row's norm: a float32 sum of terms of 1e3 and 1e-4 cancels elementwise
         error = np.linalg.norm(grad.rows[u].astype(np.float64) - want)
         assert error <= rtol * np.linalg.norm(want) or (error == 0.0), (u, grad.rows[u], want)
+        # the scale is min(1, clip / ||g||) of the transcription (||g|| of the engine's own row sum)
+        assert scales[u] == pytest.approx(want_scale, rel=rtol), (u, scales[u], want_scale)
+        if want_scale == 1.0:                               # a row that needs no clip is left as it was
+            assert np.array_equal(grad.rows[u], before[u]), u
     assert (scales < 1).any() and (scales == 1).any()       # the case has rows on both sides
+    # the zero weight row: the floor alone sets its threshold, cnt * floor
     zero_weight_row = 3 + 7
     u = int(np.flatnonzero(grad.ids == zero_weight_row)[0])
+    g_norm = np.linalg.norm(before[u].astype(np.float64))
+    want_scale = min(1.0, int(grad.counts[u]) * floor / g_norm)
+    assert want_scale < 1.0 and scales[u] == pytest.approx(want_scale, rel=rtol)
     assert np.isfinite(grad.rows).all()
-    assert scales[u] <= 1
 
 
 def test_zero_gradient_row_stays_zero_without_nan():

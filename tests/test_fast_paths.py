@@ -8,8 +8,8 @@ from engine.layers.embedding import embedding_forward
 from engine.layers.mlp import dense_backward, mlp_backward, mlp_forward, relu_backward
 
 
-@pytest.mark.parametrize("absent_ratio", [adam.NO_CLIP, 0.0, 0.5])
-def test_table_adam_with_kept_workspace_equals_reference_over_steps(absent_ratio):
+@pytest.mark.parametrize("clip_absent,absent_ratio", [(False, 0.5), (True, 0.0), (True, 0.5)])
+def test_table_adam_with_kept_workspace_equals_reference_over_steps(clip_absent, absent_ratio):
     rng = np.random.default_rng(0)
     V, K = 50, 3
     table = rng.normal(size=(V, K))
@@ -20,7 +20,7 @@ def test_table_adam_with_kept_workspace_equals_reference_over_steps(absent_ratio
         ids = np.unique(rng.integers(0, V, 20 + step))                    # a different U each step
         rows = rng.normal(size=(ids.size, K))
         lr_t = 1e-2 * (1 - 0.999 ** (step + 1)) ** 0.5 / (1 - 0.9 ** (step + 1))
-        args = (ids, rows, 0.3, absent_ratio, 1e-3, lr_t, 0.9, 0.999, 1e-7)
+        args = (ids, rows, 0.3, clip_absent, absent_ratio, 1e-3, lr_t, 0.9, 0.999, 1e-7)
         adam.adam_table_reference(*state_ref, *args)
         fast(*state_fast, *args)
         assert np.all(fast._position == -1)                               # left clean for the next call
@@ -28,7 +28,7 @@ def test_table_adam_with_kept_workspace_equals_reference_over_steps(absent_ratio
             np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
     small = np.zeros((7, K))                                              # a smaller table reuses the map
     fast(small, np.zeros_like(small), np.zeros_like(small), np.array([2]), np.ones((1, K)),
-         0.0, 0.0, 0.0, 1e-2, 0.9, 0.999, 1e-7)
+         0.0, False, 0.0, 0.0, 1e-2, 0.9, 0.999, 1e-7)
     assert small[2, 0] < 0 and np.all(small[[0, 1, 3, 4, 5, 6]] == 0)
 
 

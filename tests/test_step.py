@@ -1,10 +1,10 @@
 """A whole training step: backends agree, L2 enters where each form says, memory stays sparse."""
 import tracemalloc
-from collections import namedtuple
 
 import numpy as np
 import pytest
 
+from dataio.reader import Batch
 from engine.backend import get_backend
 from engine.optim import AdamState
 from engine.step import StepConfig, apply_gradients, train_step
@@ -71,7 +71,6 @@ def test_deepfm_at_batch_131072_never_allocates_a_vocab_by_dim_array():
     params["linear.table"] = np.zeros((V, 1), dtype=np.float32)
     rng = np.random.default_rng(0)
     B = 131072
-    Batch = namedtuple("Batch", "sparse dense label")
     batch = Batch(np.minimum(rng.zipf(1.2, (B, 26)), vocab[0]).astype(np.int32) - 1,
                   rng.random((B, 13), dtype=np.float32), (rng.random(B) < 0.25).astype(np.float32))
     kernels = get_backend("cpu")

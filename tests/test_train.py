@@ -1,11 +1,11 @@
 """The main job end to end on a tiny synthetic set: every model, resume, accumulation, errors."""
 import json
-from collections import namedtuple
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from dataio.reader import Batch
 from engine import train
 from engine.accumulate import accumulated_loss_and_grads
 from engine.backend import get_backend
@@ -71,7 +71,6 @@ def test_accumulated_micro_batches_equal_the_big_batch():
     model = build_model("dcn", Schema((4, 12, 1, 6), 3),
                         ModelConfig(embed_dim=3, dnn_hidden=(5,), cross_layers=2, init_stddev=0.3, dtype="float64"))
     params = model.init_params(0)
-    Batch = namedtuple("Batch", "sparse dense label")
     parts = [check_batch(seed) for seed in range(3)]
     batch = Batch(*(np.concatenate([getattr(p, k) for p in parts]) for k in Batch._fields))
     kernels = get_backend("cpu")

@@ -4,27 +4,24 @@
     python -m validate.bench --models all --steps 3 --warmup 1
     python -m validate.bench --vocab small --vs torch --parity
     python -m validate.bench --vocab small --curve        # samples/s against batch size 1K..128K
+    python -m validate.bench --ab                          # each optimised piece against its plain form
 
 Symbols: B batch, F = 26 sparse fields, D = 13 dense features, K = 10 embedding dim, V table rows,
 H = 400 hidden width, U unique ids in a batch.
 
-The problem. Field sizes are Criteo Kaggle's 26 vocabularies (V = 33,762,577 in all, `criteo`) or
-the same shape at 1/100 (V = 337,630, `small`). Ids of field f are Zipf(1.2) ranks, wrapped into
-[0, V_f) and scattered over the field's rows by a multiplicative hash (rank * p mod V_f, p prime),
-so frequent ids do not sit next to each other in the table. Dense features are uniform in [0, 1).
-Step: StepConfig(l2 1e-5, CowClip r = 1 in the reference form, bound 1e-5), tables in `dense`
-mode (every row moves each step) or `lazy` mode (only the batch's rows).
+The problem (schema, params, batches, step) is validate/problem.py; the PyTorch twin and the
+parity check are validate/torch_twin.py; the phase timers validate/phases.py; --ab validate/ab.py.
 
 What is printed (medians over --steps steps after --warmup steps; nothing asserts on time):
-  * the whole step (engine.step.train_step), and each phase, timed by calling the layer and kernel
-    functions directly in the order model.loss and apply_gradients call them (phase_step below);
+  * the whole step (engine.step.train_step), and each phase, timed by wrapping the real layer and
+    kernel functions while train_step runs (validate/phases.py);
   * DNN GEMM GFLOP/s, against a float32 GEMM peak measured here with np.matmul, and the floor
     step >= DNN fwd+bwd FLOPs / peak;
   * peak resident memory of each configuration: every configuration runs in a child process of
     its own and reports its ru_maxrss;
-  * with --vs torch, the same step in a lean PyTorch model (torch_twin below), same init, same
-    batches, and the ratio of our time to torch's; with --parity, the first step's loss and
-    gradients of both, compared.
+  * with --vs torch, the same step in a lean PyTorch model, same init, same batches, and the
+    ratio of our time to torch's; with --parity, the first step's loss and gradients of both,
+    compared.
 
 Timings are wall clock on whatever else the machine runs: run it on an idle machine.
 """
@@ -35,94 +32,32 @@ import multiprocessing
 import os
 import resource
 import statistics
-import sys
 import tempfile
 import time
-from collections import namedtuple
-from contextlib import contextmanager
 
 import click
 import numba
 import numpy as np
 
-from engine.kernels.adam import update_table_row
+from validate.ab import ab_compare
+from validate.phases import PHASES, phase_step
+from validate.problem import (ALL_MODELS, EMBED_DIM, HIDDEN, VOCABS, ZIPF_EXPONENT, make_batch, make_model,
+                              make_params, step_config, weight_params)
+from validate.torch_twin import TORCH_MODELS, parity, torch_twin, torch_unavailable_reason
 
-Batch = namedtuple("Batch", "sparse dense label")
-
-CRITEO_VOCAB = (1460, 583, 10131227, 2202608, 305, 24, 12517, 633, 3, 93145, 5683, 8351593, 3194,
-                27, 14992, 5461306, 10, 5652, 2173, 4, 7046547, 18, 15, 286181, 105, 142572)
-VOCABS = {"small": 337_630, "criteo": 33_762_577}
-ZIPF_EXPONENT = 1.2
-HASH_PRIME = 1_000_000_007          # > every V_f, so rank -> rank * p mod V_f is a bijection
-NUM_DENSE, EMBED_DIM, HIDDEN = 13, 10, (400, 400, 400)
-ALL_MODELS = ("lr", "fm", "wdl", "deepfm", "dcn", "dcnv2full", "dcnmix")
-TORCH_MODELS = ("lr", "fm", "wdl", "deepfm")   # the ones with a lean torch twin
-MODES = ("dense", "lazy")
 GOAL_TORCH_RATIO, GOAL_FLOOR_RATIO = 0.5, 1.3
 
 
 # --------------------------------------------------------------------------------------------
-# the problem: schema, params, batches, step config
-
-
-def vocab_sizes(total: int) -> tuple:
-    """(F,) field sizes summing to `total`: Criteo's, scaled by total / 33,762,577."""
-    if total == sum(CRITEO_VOCAB):
-        return CRITEO_VOCAB
-    sizes = np.maximum(np.round(np.array(CRITEO_VOCAB) * total / sum(CRITEO_VOCAB)), 1).astype(np.int64)
-    sizes[np.argmax(sizes)] += total - sizes.sum()   # put the rounding on the largest field
-    return tuple(int(v) for v in sizes)
-
-
-def make_model(name: str, total_vocab: int):
-    from models import ModelConfig, Schema, build_model
-
-    return build_model(name, Schema(vocab_sizes(total_vocab), NUM_DENSE),
-                       ModelConfig(embed_dim=EMBED_DIM, dnn_hidden=HIDDEN))
-
-
-def make_params(model, seed: int = 0) -> dict:
-    """model.init_params, but the [V, K] tables drawn in float32 straight away: at V = 33.8M the
-    float64 draw of init_params would be 2.7 GB and would dominate the peak memory we report."""
-    from models import ModelConfig, Schema, build_model
-
-    tiny = build_model(model.name, Schema((1,) * model.schema.num_fields, model.schema.num_dense),
-                       model.config)
-    params = {k: v for k, v in tiny.init_params(seed).items() if not k.endswith(".table")}
-    rng = np.random.default_rng(seed)
-    V = model.schema.total_rows
-    params["linear.table"] = np.zeros((V, 1), dtype=np.float32)
-    if model.uses_embedding:
-        table = rng.standard_normal((V, model.config.embed_dim), dtype=np.float32)
-        table *= np.float32(model.config.init_stddev)
-        params["embed.table"] = table
-    return params
-
-
-def make_batch(model, batch_size: int, seed: int) -> Batch:
-    rng = np.random.default_rng([seed, 7])
-    sizes = np.asarray(model.schema.vocab_sizes, dtype=np.int64)
-    rank = rng.zipf(ZIPF_EXPONENT, (batch_size, sizes.size)) - 1           # (B, F), 0 = most frequent
-    sparse = ((rank % sizes) * HASH_PRIME % sizes).astype(np.int32)        # (B, F)
-    dense = rng.random((batch_size, model.schema.num_dense), dtype=np.float32)
-    label = (rng.random(batch_size) < 0.25).astype(np.float32)
-    return Batch(sparse, dense, label)
-
-
-def step_config(mode: str):
-    from engine.step import StepConfig
-
-    return StepConfig(lr=8e-4, lr_embed=1e-4, l2=1e-5, clip=1.0, bound=1e-5, clip_form="reference",
-                      embed_optim=mode)
+# FLOPs and the GEMM peak
 
 
 def dnn_flops(model, batch_size: int) -> float:
-    """FLOPs of the DNN's GEMMs in one step: forward 2*B*I*H per Dense, backward twice that (dx
-    and dW). The head Dense(1) is counted; cross layers are not."""
-    if model.name not in ("deepfm", "wdl", "dcn", "dcnv2full", "dcnmix"):
-        return 0.0
-    widths = (model.input_width,) + tuple(model.config.dnn_hidden) + (1,)
-    return 6.0 * batch_size * sum(i * h for i, h in zip(widths[:-1], widths[1:]))
+    """FLOPs of the GEMMs of the DNN tower and the output Dense in one step: 2*B*I*H forward per
+    (I, H) kernel (dnn.i.W, head.W), backward twice that (dx and dW). Cross layers are not counted."""
+    kernels = [w.shape for name, w in weight_params(model).items()
+               if name == "head.W" or (name.startswith("dnn.") and name.endswith(".W"))]
+    return 6.0 * batch_size * sum(i * h for i, h in kernels)
 
 
 def gemm_peak_gflops(n: int = 3072, repeats: int = 4) -> float:
@@ -138,264 +73,6 @@ def gemm_peak_gflops(n: int = 3072, repeats: int = 4) -> float:
         np.matmul(a, b, out=out)
         best = min(best, time.perf_counter() - t0)
     return 2.0 * n ** 3 / best / 1e9
-
-
-# --------------------------------------------------------------------------------------------
-# the step, phase by phase (mirrors CTRModel.loss and engine.step.apply_gradients)
-
-
-class Timers:
-    def __init__(self):
-        self.seconds: dict[str, float] = {}
-
-    @contextmanager
-    def __call__(self, phase: str):
-        t0 = time.perf_counter()
-        yield
-        self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - t0
-
-
-PHASES = ("gather", "fm", "dnn_fwd", "dnn_bwd", "scatter", "cowclip", "adam_dense", "adam_tables", "other")
-
-
-def phase_step(model, params, state, batch, config, kernels) -> tuple[float, dict]:
-    """One training step, the same calls as train_step, with a timer around each phase.
-    -> (loss, {phase: seconds}). 'dnn_*' is the whole body for the models other than DeepFM and
-    WDL (the cross network included); 'other' is the linear part, the loss and bookkeeping;
-    'adam_tables' includes the tables' L2 terms."""
-    from engine.cowclip import cowclip
-    from engine.layers.embedding import embedding_backward, embedding_forward, index_batch_ids
-    from engine.layers.fm import fm_backward, fm_forward
-    from engine.layers.linear import linear_backward, linear_forward
-    from engine.layers.loss import bce_with_logits_backward, bce_with_logits_forward
-    from engine.step import update_dense_weights, update_tables
-    from models.parts import dnn_backward, dnn_forward, head_backward, head_forward
-
-    timer = Timers()
-    split_body = model.name in ("deepfm", "wdl")
-    with timer("gather"):
-        ids = model.global_ids(batch.sparse)                                      # (B, F)
-        wide, _ = embedding_forward(params["linear.table"], ids)                  # (B, F, 1)
-        emb = embedding_forward(params["embed.table"], ids)[0] if model.uses_embedding else None
-    with timer("other"):
-        linear_logit, linear_cache = linear_forward(wide, batch.dense, params["linear.dense_w"])
-    logits = linear_logit + params["bias"][0]
-    if model.name in ("fm", "deepfm"):
-        with timer("fm"):
-            fm_logit, fm_cache = fm_forward(emb, kernels)                         # (B,)
-        logits = logits + fm_logit
-    if split_body:
-        with timer("dnn_fwd"):
-            x0 = model.deep_input(emb, batch.dense)                               # (B, d)
-            h, dnn_cache = dnn_forward(params, x0, len(model.config.dnn_hidden), 0.0, True, None, kernels)
-            dnn_logit, head_cache = head_forward(params, h)                       # (B,)
-        logits = logits + dnn_logit
-    elif model.name != "fm":
-        with timer("dnn_fwd"):
-            body_logit, body_cache = model.body_forward(params, emb, batch.dense, True, None, kernels)
-        if body_logit is not None:
-            logits = logits + body_logit
-    with timer("other"):
-        loss, loss_cache = bce_with_logits_forward(logits, batch.label)
-        dlogits = bce_with_logits_backward(loss_cache)                            # (B,)
-
-    grads = {}
-    if split_body:
-        with timer("dnn_bwd"):
-            dh = head_backward(dlogits, head_cache, grads, kernels)
-            dx0 = dnn_backward(dh, dnn_cache, grads, kernels)
-            demb = model.split_deep_input_grad(dx0)                               # (B, F, K)
-    elif model.name != "fm":
-        with timer("dnn_bwd"):
-            body_grads = model.body_backward(dlogits, body_cache, kernels)
-            demb = body_grads.pop("emb", None)
-            grads.update(body_grads)
-    if model.name in ("fm", "deepfm"):
-        with timer("fm"):
-            demb = fm_backward(dlogits, fm_cache, demb if model.name == "deepfm" else None, kernels)
-    with timer("other"):
-        dwide, _, grads["linear.dense_w"] = linear_backward(dlogits, linear_cache)
-        grads["bias"] = dlogits.sum(keepdims=True)
-    with timer("scatter"):
-        index = index_batch_ids(ids, model.schema.total_rows, kernels)
-        grads["linear.table"] = embedding_backward(dwide, index, kernels)
-        if model.uses_embedding:
-            grads["embed.table"] = embedding_backward(demb, index, kernels)
-
-    # apply_gradients, its two phases timed apart, and CowClip timed inside the table phase
-    t = state.updates + 1
-    with timer("adam_dense"):
-        update_dense_weights(model, params, grads, state, config, t)
-
-    def timed_cowclip(*args):
-        with timer("cowclip"):
-            return cowclip(*args)
-
-    with timer("adam_tables"):
-        update_tables(model, params, grads, state, config, kernels, t, clip=timed_cowclip)
-    timer.seconds["adam_tables"] -= timer.seconds.get("cowclip", 0.0)   # L2 and Adam on the tables
-    state.updates = t
-    return loss, timer.seconds
-
-
-# --------------------------------------------------------------------------------------------
-# the lean PyTorch twin
-
-
-def torch_unavailable_reason() -> str | None:
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        return "PyTorch is not installed (optional: pip install torch==2.13.0, a CPU build)"
-    return None
-
-
-def torch_twin(model, params: dict, mode: str, share_memory: bool, device: str = "cpu"):
-    """A lean PyTorch version of `model` (LR, FM, WDL or DeepFM) holding `params`, and its step.
-
-    One embedding table with per-field offsets, as ours. `dense` mode: the tables' gradients
-    are dense [V, K] (F.embedding(sparse=False)) and torch.optim.Adam (fused when available)
-    updates every row; `lazy` mode: sparse gradients and torch.optim.SparseAdam, which updates
-    only the batch's rows. L2 (2 lambda w) and CowClip (reference form, rows of the batch) are
-    applied to the tables' gradients between backward and the optimizer, as engine/step.py does.
-    Adam's epsilon: SparseAdam adds it outside the bias correction, as Keras does; torch.optim.Adam
-    adds it inside (sqrt(v_hat) + eps), so the dense variant differs from ours in that term.
-    The absent rows' clip of the reference form (dense mode) is left out: with r = 1 and lambda =
-    1e-5 it never binds (||2 lambda w|| < r ||w||).
-    `device`: where the net lives ('cuda' for validate.device_check); batches may then be given
-    as torch tensors already there.
-    -> (net, step(batch) -> loss, grads_of(batch) -> (loss, {name: grad}))."""
-    import torch
-    import torch.nn.functional as tf
-
-    if model.name not in TORCH_MODELS:
-        raise ValueError(f"no torch twin for {model.name}")
-    sparse_grads = mode == "lazy"
-    as_tensor = torch.from_numpy if share_memory else (lambda a: torch.from_numpy(a.copy()))
-    config = step_config(mode)
-    from engine.cowclip import clip_constants
-
-    ratio, floor = clip_constants(config.clip_form, config.clip, config.bound, model.config.embed_dim)
-    lam = config.l2
-
-    class Lean(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            P = torch.nn.Parameter
-            self.linear_table = P(as_tensor(params["linear.table"]))
-            self.dense_w = P(as_tensor(params["linear.dense_w"]))
-            self.bias = P(as_tensor(params["bias"]))
-            self.embed_table = P(as_tensor(params["embed.table"])) if model.uses_embedding else None
-            self.dnn = torch.nn.ModuleList()
-            self.head = None
-            if model.name in ("wdl", "deepfm"):
-                for i in range(len(model.config.dnn_hidden)):
-                    W = params[f"dnn.{i}.W"]                                       # (I, H)
-                    layer = torch.nn.Linear(*W.shape)
-                    with torch.no_grad():
-                        layer.weight.copy_(torch.from_numpy(W.T.copy()))
-                        layer.bias.copy_(torch.from_numpy(params[f"dnn.{i}.b"]))
-                    self.dnn.append(layer)
-                self.head = torch.nn.Linear(params["head.W"].shape[0], 1, bias=False)
-                with torch.no_grad():
-                    self.head.weight.copy_(torch.from_numpy(params["head.W"].T.copy()))
-            self.register_buffer("offsets", torch.from_numpy(model.offsets))
-
-        def forward(self, sparse, dense):
-            ids = sparse.long() + self.offsets                                       # (B, F)
-            wide = tf.embedding(ids, self.linear_table, sparse=sparse_grads)        # (B, F, 1)
-            logit = wide.sum(dim=(1, 2)) + dense @ self.dense_w + self.bias
-            if self.embed_table is not None:
-                emb = tf.embedding(ids, self.embed_table, sparse=sparse_grads)      # (B, F, K)
-                if model.name in ("fm", "deepfm"):
-                    field_sum = emb.sum(dim=1)
-                    logit = logit + 0.5 * (field_sum * field_sum - (emb * emb).sum(dim=1)).sum(dim=1)
-                if self.head is not None:
-                    x = torch.cat([emb.flatten(1), dense], dim=1)                   # (B, d)
-                    for layer in self.dnn:
-                        x = torch.relu(layer(x))
-                    logit = logit + self.head(x)[:, 0]
-            return logit, ids
-
-    net = Lean().to(device)
-    tables = [net.linear_table] + ([net.embed_table] if net.embed_table is not None else [])
-    others = [p for p in net.parameters() if all(p is not t for t in tables)]
-    try:
-        dense_opt = torch.optim.Adam(others, lr=config.lr, eps=config.adam.epsilon, fused=True)
-    except (RuntimeError, TypeError):
-        dense_opt = torch.optim.Adam(others, lr=config.lr, eps=config.adam.epsilon)
-    if sparse_grads:
-        table_opt = torch.optim.SparseAdam(tables, lr=config.lr_embed, eps=config.adam.epsilon)
-    else:
-        try:
-            table_opt = torch.optim.Adam(tables, lr=config.lr_embed, eps=config.adam.epsilon, fused=True)
-        except (RuntimeError, TypeError):
-            table_opt = torch.optim.Adam(tables, lr=config.lr_embed, eps=config.adam.epsilon)
-
-    def forward_backward(batch):
-        sparse, dense, label = (x if torch.is_tensor(x) else torch.from_numpy(x).to(device) for x in batch)
-        for p in net.parameters():
-            p.grad = None
-        logit, ids = net(sparse, dense)
-        loss = tf.binary_cross_entropy_with_logits(logit, label)
-        loss.backward()
-        return loss, ids
-
-    @torch.no_grad()
-    def regularise_and_clip(ids):
-        """L2 and CowClip on the tables' gradients, in place. -> {name: (rows_ids, rows)}."""
-        unique, counts = torch.unique(ids.reshape(-1), return_counts=True)       # (U,) sorted
-        out = {}
-        for name, table in (("linear.table", net.linear_table), ("embed.table", net.embed_table)):
-            if table is None:
-                continue
-            if sparse_grads:
-                g = table.grad.coalesce()                                         # indices sorted
-                rows = g._values()                                                # (U, C), a view
-                rows += 2.0 * lam * table[unique]
-            else:
-                table.grad.add_(table, alpha=2.0 * lam)                           # every row
-                rows = table.grad[unique]                                         # (U, C)
-            if name == "embed.table":
-                weight_norm = table[unique].double().norm(dim=1)
-                grad_norm = rows.double().norm(dim=1)
-                threshold = counts * torch.clamp(ratio * weight_norm, min=floor)
-                scale = torch.where(grad_norm > threshold, threshold / grad_norm, torch.ones_like(grad_norm))
-                rows *= scale[:, None].to(rows.dtype)
-            if sparse_grads:
-                table.grad = g
-            else:
-                table.grad[unique] = rows
-            out[name] = (unique, rows)
-        net.dense_w.grad.add_(net.dense_w, alpha=2.0 * lam)
-        return out
-
-    def step(batch) -> float:
-        loss, ids = forward_backward(batch)
-        regularise_and_clip(ids)
-        dense_opt.step()
-        table_opt.step()
-        return float(loss.detach())
-
-    def grads_of(batch):
-        """First-step loss and raw gradients, in our names: tables as (ids, rows) of the batch."""
-        loss, ids = forward_backward(batch)
-        unique = torch.unique(ids.reshape(-1))
-        grads = {"bias": net.bias.grad, "linear.dense_w": net.dense_w.grad}
-        for name, table in (("linear.table", net.linear_table), ("embed.table", net.embed_table)):
-            if table is not None:
-                g = table.grad.to_dense() if table.grad.is_sparse else table.grad
-                grads[name] = (unique, g[unique], float(g.abs().sum() - g[unique].abs().sum()))
-        for i, layer in enumerate(net.dnn):
-            grads[f"dnn.{i}.W"], grads[f"dnn.{i}.b"] = layer.weight.grad.T, layer.bias.grad
-        if net.head is not None:
-            grads["head.W"] = net.head.weight.grad.T
-        clipped = regularise_and_clip(ids)
-        return float(loss), {k: (tuple(x.numpy() if hasattr(x, "numpy") else x for x in v)
-                                 if isinstance(v, tuple) else v.numpy()) for k, v in grads.items()}, \
-            {k: (u.numpy(), r.numpy()) for k, (u, r) in clipped.items()}
-
-    return net, step, grads_of
 
 
 # --------------------------------------------------------------------------------------------
@@ -445,7 +122,7 @@ def run_config(spec: dict) -> dict:
         totals = []
         for i in range(max(1, spec["steps"])):
             t0 = time.perf_counter()
-            _, seconds = phase_step(model, params, state, batches[i % 2], config, kernels)
+            _, seconds, _ = phase_step(model, params, state, batches[i % 2], config, kernels)
             totals.append(time.perf_counter() - t0)
             for p in PHASES:
                 per_phase[p].append(seconds.get(p, 0.0))
@@ -501,154 +178,6 @@ def data_seconds_per_batch(batch_size: int, batches: int = 4) -> float:
 
 
 # --------------------------------------------------------------------------------------------
-# before / after: each optimised piece against its plain form (the test oracle), interleaved in
-# one process so that a busy machine slows both alike
-
-
-@numba.njit(parallel=True, cache=True)
-def _table_adam_float64_math(table, m, v, position, row_grads, l2, absent_ratio, absent_floor,
-                             lr_t, beta1, beta2, eps):
-    """The dense table Adam before it computed in the table's dtype: update_table_row (float64
-    arithmetic, the form the CUDA kernel still runs) on every row, two threads."""
-    for r in numba.prange(table.shape[0]):
-        update_table_row(table, m, v, r, position[r], row_grads, l2, absent_ratio, absent_floor,
-                         lr_t, beta1, beta2, eps)
-
-
-def ab_compare(batch_size: int, vocab: int, rounds: int = 3) -> list[tuple]:
-    """-> rows (piece, plain seconds, optimised seconds), medians over `rounds` alternations."""
-    from engine.backend import get_backend
-    from engine.kernels import adam
-    from engine.kernels.dense import outer_cpu
-    from engine.layers.embedding import embedding_forward
-    from engine.layers.fm import fm_backward, fm_backward_plain, fm_forward, fm_forward_plain
-    from engine.layers.mlp import dense_forward, mlp_backward, mlp_forward
-
-    model = make_model("deepfm", vocab)
-    params = make_params(model)
-    batch = make_batch(model, batch_size, 0)
-    rng = np.random.default_rng(0)
-    ids = model.global_ids(batch.sparse)                                          # (B, F)
-    table = params["embed.table"]                                                 # (V, K)
-    emb = table[ids]                                                              # (B, F, K)
-    x0 = model.deep_input(emb, batch.dense)                                       # (B, d)
-    weights = [params[f"dnn.{i}.W"] for i in range(3)]
-    biases = [params[f"dnn.{i}.b"] for i in range(3)]
-    dh = rng.standard_normal((batch_size, HIDDEN[-1]), dtype=np.float32)
-    dlogits = rng.standard_normal(batch_size, dtype=np.float32) / batch_size
-    F, K = emb.shape[1], emb.shape[2]
-
-    def plain_mlp():                      # the forms before the change: mask kept, x^T dy, dy * mask
-        caches, h = [], x0
-        for W, b in zip(weights, biases):
-            y, _ = dense_forward(h, W, b)
-            positive = y > 0
-            np.maximum(y, 0, out=y)
-            caches.append((h, W, positive))
-            h = y
-        g = dh
-        for h, W, positive in reversed(caches):
-            g = g * positive
-            g, _, _ = g @ W.T, h.T @ g, g.sum(axis=0)
-        return g
-
-    cpu = get_backend("cpu")
-
-    def fast_mlp():
-        h, caches = mlp_forward(x0, weights, biases, kernels=cpu)
-        return mlp_backward(dh, caches, cpu)[0]
-
-    def plain_fm():                       # NumPy forward, backward, then the DNN's demb added
-        _, cache = fm_forward_plain(emb)
-        return fm_backward_plain(dlogits, cache, add=x0[:, :F * K].reshape(-1, F, K))
-
-    def fast_fm():                        # the fused kernels, the DNN's demb added in the same pass
-        _, cache = fm_forward(emb, cpu)
-        return fm_backward(dlogits, cache, x0[:, :F * K].reshape(-1, F, K), cpu)
-
-    head_w = rng.standard_normal((HIDDEN[-1], 1), dtype=np.float32)
-    index = get_backend("cpu").index_ids(ids.reshape(-1), model.schema.total_rows)
-    rows = rng.standard_normal((index[0].size, K), dtype=np.float32)
-    moments = [np.zeros_like(table), np.zeros_like(table)]
-    table_adam = adam.TableAdam()
-    adam_args = (index[0], rows, 1e-5, 1.0, 1e-4, 1e-4, 0.9, 0.999, 1e-7)
-    position = adam.row_positions(np, table.shape[0], index[0])
-    pieces = [
-        ("gather table[ids] -> take", lambda: table[ids], lambda: embedding_forward(table, ids)),
-        ("DNN fwd+bwd (dW layout, ReLU mask, in place)", plain_mlp, fast_mlp),
-        ("FM fwd + bwd + DNN's demb (fused kernels)", plain_fm, fast_fm),
-        ("head backward: dy W^T as GEMM -> outer kernel", lambda: dlogits[:, None] @ head_w.T,
-         lambda: outer_cpu(dlogits, head_w[:, 0], np.empty_like(dh))),
-        ("dense table Adam: [V] map kept", lambda: adam.adam_table_cpu(table, *moments, *adam_args),
-         lambda: table_adam(table, *moments, *adam_args)),
-        ("dense table Adam: float64 -> table-dtype math",
-         lambda: _table_adam_float64_math(table, *moments, position, *adam_args[1:]),
-         lambda: adam._adam_table_cpu(table, *moments, position, *adam_args[1:])),
-    ]
-    out = []
-    for name, plain, fast in pieces:
-        plain(), fast()                                                           # compile, warm
-        times = ([], [])
-        for _ in range(rounds):
-            for i, f in enumerate((plain, fast)):
-                t0 = time.perf_counter()
-                f()
-                times[i].append(time.perf_counter() - t0)
-        out.append((name, _median(times[0]), _median(times[1])))
-    return out
-
-
-# --------------------------------------------------------------------------------------------
-# parity with torch
-
-
-def rel_error(ours, theirs) -> float:
-    """max |a - b| / max |b| over the whole tensor (normwise: float32 sums of a different order
-    differ elementwise by more than 1e-4 where an entry is a cancellation to near zero)."""
-    a, b = np.asarray(ours, dtype=np.float64), np.asarray(theirs, dtype=np.float64)
-    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-30))
-
-
-def parity(model_name: str, vocab: int, batch_size: int, tolerance: float = 1e-4) -> list[tuple]:
-    """First step of ours and the torch twin from the same params and batch: the loss, every raw
-    gradient (tables on the batch's rows; torch's table gradient must be 0 on every other row),
-    and the tables' gradient rows after L2 and CowClip. -> rows (mode, what, rel error, ok)."""
-    from engine.backend import get_backend
-    from engine.cowclip import clip_constants, cowclip
-
-    model = make_model(model_name, vocab)
-    batch = make_batch(model, batch_size, 0)
-    kernels = get_backend("cpu")
-    rows = []
-    for mode in MODES:
-        params = make_params(model)
-        loss, grads = model.loss(params, batch, kernels)
-        _, _, grads_of = torch_twin(model, params, mode, share_memory=False)
-        t_loss, t_grads, t_clipped = grads_of(batch)
-        rows.append((mode, "loss", abs(loss - t_loss) / abs(t_loss)))
-        config = step_config(mode)
-        ratio, floor = clip_constants(config.clip_form, config.clip, config.bound, model.config.embed_dim)
-        for name, g in grads.items():
-            if hasattr(g, "rows"):
-                order = np.argsort(g.ids)                                 # torch's ids are sorted
-                t_ids, t_rows, elsewhere = t_grads[name]
-                same_ids = np.array_equal(g.ids[order], t_ids)
-                rows.append((mode, f"{name} rows (U={len(t_ids)})",
-                             rel_error(g.rows[order], t_rows) if same_ids else math.inf))
-                rows.append((mode, f"{name} other rows, torch sum |g|", elsewhere))
-                # after L2 and CowClip, as apply_gradients does them (reference form)
-                after = g.rows + 2.0 * config.l2 * params[name][g.ids]
-                if name in model.clipped_tables():
-                    from engine.layers.embedding import RowGrad
-
-                    cowclip(RowGrad(g.ids, after, g.counts), params[name], kernels, ratio, floor)
-                rows.append((mode, f"{name} rows after L2+CowClip", rel_error(after[order], t_clipped[name][1])))
-            else:
-                rows.append((mode, name, rel_error(g, t_grads[name].reshape(g.shape))))
-    return [(mode, what, err, err <= tolerance) for mode, what, err in rows]
-
-
-# --------------------------------------------------------------------------------------------
 # the command
 
 
@@ -695,9 +224,9 @@ def main(models_opt, vocab, modes, batch, steps, warmup, versus, check_parity, c
     if ab:
         for v in vocabs:
             print(f"\nbefore / after, deepfm V={VOCABS[v]:,}, batch {batch}, median of {steps} alternations:")
-            for name, plain, fast in ab_compare(batch, VOCABS[v], steps):
+            for name, plain, fast, difference in ab_compare(batch, VOCABS[v], steps):
                 print(f"  {name:48s} plain {plain * 1e3:8.1f} ms  now {fast * 1e3:8.1f} ms  "
-                      f"speed-up {plain / fast:5.2f}x")
+                      f"speed-up {plain / fast:5.2f}x  rel diff {difference:8.1e}")
         return
 
     if check_parity:

@@ -20,7 +20,7 @@ exits with status 2 (nothing was checked).
                resident in GPU memory, with and without CowClip, and the share of the step
                that the CowClip kernel takes
   4. torch     issue 14's table: ms per step of DeepFM, ours (engine.step.train_step) against
-               the bench's PyTorch twin (validate.bench.torch_twin) on the same GPU, same params
+               the bench's PyTorch twin (validate.torch_twin.torch_twin) on the same GPU, same params
                and batches, median of 8 steps after 2; skipped with a line when PyTorch or its
                CUDA is absent. Strict float32 on both sides (CuPy and torch do not use TF32 for
                float32 GEMMs unless asked: CUPY_TF32=1, torch.backends.cuda.matmul.allow_tf32)
@@ -37,6 +37,8 @@ import time
 
 import click
 import numpy as np
+
+from validate.errors import normwise_rel_error
 
 SIMULATOR = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
 RTOL_KERNEL, RTOL_STEP = 1e-5, 1e-4
@@ -64,14 +66,6 @@ def unavailable_reason() -> str | None:
 def synchronize(xp) -> None:
     if xp is not np:
         xp.cuda.Device().synchronize()
-
-
-def rel_error(got, want) -> float:
-    """max |got - want| / max |want| over the whole tensor."""
-    got, want = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)
-    if want.size == 0:
-        return 0.0
-    return float(np.max(np.abs(got - want)) / max(np.max(np.abs(want)), 1e-30))
 
 
 def close(got, want, rtol: float) -> float:
@@ -152,8 +146,8 @@ def check_kernels(cpu, gpu, V: int, N: int, K: int, rows: list) -> None:
                 cpu.adam_rows(*state_c, unique, c_clipped, lr_t, 0.9, 0.999, 1e-7)
                 gpu.adam_rows(*state_g, to_gpu(unique), to_gpu(c_clipped), lr_t, 0.9, 0.999, 1e-7)
             else:
-                cpu.adam_table(*state_c, unique, c_clipped, 0.1, ratio, floor, lr_t, 0.9, 0.999, 1e-7)
-                gpu.adam_table(*state_g, to_gpu(unique), to_gpu(c_clipped), 0.1, ratio, floor,
+                cpu.adam_table(*state_c, unique, c_clipped, 0.1, True, ratio, floor, lr_t, 0.9, 0.999, 1e-7)
+                gpu.adam_table(*state_g, to_gpu(unique), to_gpu(c_clipped), 0.1, True, ratio, floor,
                                lr_t, 0.9, 0.999, 1e-7)
         worst = max(close(host(g), c, RTOL_KERNEL) for g, c in zip(state_g, state_c))
         rows.append(("kernel", f"{name} (table, m, v)", worst, "<= 1"))
@@ -167,7 +161,7 @@ def check_steps(cpu, gpu, vocab: int, batch_size: int, config, rows: list) -> No
     from engine.optim import AdamState
     from engine.step import StepConfig, train_step
     from models import MODELS, Schema, build_model
-    from validate.bench import make_batch, make_params, vocab_sizes
+    from validate.problem import make_batch, make_params, vocab_sizes
 
     schema = Schema(vocab_sizes(vocab), 13)
     cases = [(name, "dense") for name in MODELS] + [("deepfm", "lazy")]
@@ -184,7 +178,7 @@ def check_steps(cpu, gpu, vocab: int, batch_size: int, config, rows: list) -> No
         loss_err = abs(info_g["loss"] - info_c["loss"]) / abs(info_c["loss"])
         worst_name, worst = "loss", loss_err
         for key in params_c:
-            err = rel_error(gpu.to_host(params_g[key]), params_c[key])
+            err = normwise_rel_error(gpu.to_host(params_g[key]), params_c[key])
             if err > worst:
                 worst_name, worst = key, err
         rows.append(("step", f"{name} {mode} (worst: {worst_name})", worst / RTOL_STEP, "<= 1"))
@@ -198,7 +192,7 @@ def check_reproducible(gpu, vocab: int, batch_size: int, config, rows: list, ste
                        modes: tuple = ("dense", "lazy")) -> None:
     from engine.step import StepConfig
     from models import Schema, build_model
-    from validate.bench import vocab_sizes
+    from validate.problem import vocab_sizes
     from validate.reproducibility import as_rows, check_reproducibility
 
     model = build_model("deepfm", Schema(vocab_sizes(vocab), 13), config)
@@ -219,7 +213,7 @@ def measure_speed(gpu, vocab: int, batch_size: int, config, steps: int, warmup: 
     from engine.optim import AdamState
     from engine.step import StepConfig, train_step
     from models import Schema, build_model
-    from validate.bench import make_batch, make_params, vocab_sizes
+    from validate.problem import make_batch, make_params, vocab_sizes
 
     xp = gpu.xp
     model = build_model("deepfm", Schema(vocab_sizes(vocab), 13), config)
@@ -273,7 +267,7 @@ TWIN_DEVICE = "cpu" if SIMULATOR else "cuda"     # under the simulator: the code
 
 
 def torch_twin_unavailable_reason() -> str | None:
-    from validate.bench import torch_unavailable_reason
+    from validate.torch_twin import torch_unavailable_reason
 
     reason = torch_unavailable_reason()
     if reason or TWIN_DEVICE == "cpu":
@@ -312,11 +306,12 @@ def ours_ms(gpu, model, host_params: dict, host_batches: list, config, steps: in
 def versus_torch(gpu, cases: list, steps: int, warmup: int, model_config=None) -> list[tuple]:
     """-> [(label, torch ms or None, ours ms)]: DeepFM, the bench's problem (validate.bench: same
     params, same batches, reference-form CowClip, L2), ours = engine.step.train_step on `gpu`,
-    theirs = validate.bench.torch_twin on 'cuda' (skipped, with the reason printed, without it;
+    theirs = validate.torch_twin.torch_twin on 'cuda' (skipped, with the reason printed, without it;
     under the simulator the twin runs on the CPU, to exercise this code).
     model_config: a smaller DeepFM than the bench's (the simulator's smoke run)."""
     from models import Schema, build_model
-    from validate.bench import NUM_DENSE, make_batch, make_model, make_params, step_config, torch_twin, vocab_sizes
+    from validate.problem import NUM_DENSE, make_batch, make_model, make_params, step_config, vocab_sizes
+    from validate.torch_twin import torch_twin
 
     reason = torch_twin_unavailable_reason()
     if reason:

@@ -24,7 +24,7 @@ number is printed with 9 significant digits; tests/test_explain.py parses the ou
 each one from the formulas above in float64.
 """
 import copy
-import math
+import dataclasses
 
 import click
 import numpy as np
@@ -55,21 +55,21 @@ def tiny_setup():
 
 
 def engine_step(model, params: dict, grads: dict, config: StepConfig, kernels) -> dict:
-    """The one place that calls the engine: engine.step.apply_gradients with the clip done by the
-    backend's cowclip_rows and (ratio, floor) from engine.cowclip.clip_constants, recording what the
-    clip sees. -> {"ratio", "floor", "clip_in" (U, K), "scales" (U,), "state"}; params updated in place."""
-    from engine.cowclip import clip_constants
+    """The one place that calls the engine: engine.step.apply_gradients (Algorithm 1, with the rule
+    of engine/cowclip.py), the backend's cowclip_rows wrapped to record what the clip sees.
+    -> {"ratio", "floor", "clip_in" (U, K), "scales" (U,), "state"}; params updated in place."""
     from engine.step import apply_gradients
 
     seen = {}
 
-    def recording_clip(grad, table, kernels, ratio, floor):
-        seen["ratio"], seen["floor"], seen["clip_in"] = ratio, floor, np.array(grad.rows, dtype=np.float64)
-        seen["scales"] = np.asarray(kernels.cowclip_rows(grad.rows, table, grad.ids, grad.counts, ratio, floor))
+    def recording_cowclip_rows(row_grads, table, ids, counts, ratio, floor):
+        seen["ratio"], seen["floor"], seen["clip_in"] = ratio, floor, np.array(row_grads, dtype=np.float64)
+        seen["scales"] = np.asarray(kernels.cowclip_rows(row_grads, table, ids, counts, ratio, floor))
         return seen["scales"]
 
+    recording = dataclasses.replace(kernels, cowclip_rows=recording_cowclip_rows)
     state = AdamState.zeros_like(params, np)
-    apply_gradients(model, params, grads, state, config, kernels, clip=recording_clip, constants=clip_constants)
+    apply_gradients(model, params, grads, state, config, recording)
     return {**seen, "state": state}
 
 

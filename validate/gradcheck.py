@@ -9,7 +9,7 @@ it with fourth-order centred differences
 (truncation error O(h^4), so h can be large enough that rounding stays near 1e-12), element by
 element:
 
-    rel_error = max_i |a_i - n_i| / max(FLOOR, |a_i| + |n_i|)
+    elementwise_rel_error = max_i |a_i - n_i| / max(FLOOR, |a_i| + |n_i|)      (validate/errors.py)
 
 FLOOR is 1e-6, not CS231n's 1e-8: the differences carry rounding noise of about 1e-13 (eps |f| / h),
 so an entry that is exactly zero (a dead ReLU unit, say) would read as an error of 1e-5 against a
@@ -22,26 +22,18 @@ batch, ids that occur once, and a field with a single id. Inputs are drawn so th
 pre-activations stay away from zero, where the function has a kink.
 """
 import sys
-from collections import namedtuple
 
 import click
 import numpy as np
 
+from dataio.reader import Batch
 from engine.backend import get_backend
 from engine.layers import cross, embedding, fm, linear, loss, mlp
 from models import MODELS, ModelConfig, Schema, build_model
+from validate.errors import elementwise_rel_error
 
 TOLERANCE = 1e-6
 STEP = 1e-4
-FLOOR = 1e-6
-Batch = namedtuple("Batch", "sparse dense label")
-
-
-def rel_error(analytic, numeric) -> float:
-    a, n = np.asarray(analytic, dtype=np.float64), np.asarray(numeric, dtype=np.float64)
-    if a.size == 0:
-        return 0.0
-    return float(np.max(np.abs(a - n) / np.maximum(FLOOR, np.abs(a) + np.abs(n))))
 
 
 def numerical_grad(f, x: np.ndarray, indices=None, h: float = STEP) -> np.ndarray:
@@ -84,21 +76,22 @@ def check_layers(seed: int = 0) -> list:
     num = numerical_grad(_contract(lambda: embedding.embedding_forward(table, ids)[0], G), table)
     dense_grad = np.zeros_like(table)
     dense_grad[grad.ids] = grad.rows
-    rows.append(("embedding", "table (touched and untouched rows)", rel_error(dense_grad, num)))
+    rows.append(("embedding", "table (touched and untouched rows)", elementwise_rel_error(dense_grad, num)))
 
     # linear part
     wide, dense, w = rng.normal(size=(5, 3, 1)), rng.normal(size=(5, 4)), rng.normal(size=4)
     g = rng.normal(size=5)
     dwide, ddense, dw = linear.linear_backward(g, linear.linear_forward(wide, dense, w)[1])
     f = _contract(lambda: linear.linear_forward(wide, dense, w)[0], g)
-    rows += [("linear", "wide", rel_error(dwide, numerical_grad(f, wide))),
-             ("linear", "dense", rel_error(ddense, numerical_grad(f, dense))),
-             ("linear", "w", rel_error(dw, numerical_grad(f, w)))]
+    rows += [("linear", "wide", elementwise_rel_error(dwide, numerical_grad(f, wide))),
+             ("linear", "dense", elementwise_rel_error(ddense, numerical_grad(f, dense))),
+             ("linear", "w", elementwise_rel_error(dw, numerical_grad(f, w)))]
 
     # FM
     emb = rng.normal(size=(5, 4, 3))
     demb = fm.fm_backward(g, fm.fm_forward(emb)[1])
-    rows.append(("fm", "emb", rel_error(demb, numerical_grad(_contract(lambda: fm.fm_forward(emb)[0], g), emb))))
+    numeric = numerical_grad(_contract(lambda: fm.fm_forward(emb)[0], g), emb)
+    rows.append(("fm", "emb", elementwise_rel_error(demb, numeric)))
 
     # MLP: two Dense+ReLU layers, pre-activations kept away from 0
     x = rng.normal(size=(6, 5))
@@ -108,10 +101,10 @@ def check_layers(seed: int = 0) -> list:
     Gh = rng.normal(size=(6, 3))
     dx, dWs, dbs = mlp.mlp_backward(Gh, mlp.mlp_forward(x, Ws, bs)[1])
     f = _contract(lambda: mlp.mlp_forward(x, Ws, bs)[0], Gh)
-    rows.append(("mlp", "x", rel_error(dx, numerical_grad(f, x))))
+    rows.append(("mlp", "x", elementwise_rel_error(dx, numerical_grad(f, x))))
     for i in range(2):
-        rows.append(("mlp", f"W{i}", rel_error(dWs[i], numerical_grad(f, Ws[i]))))
-        rows.append(("mlp", f"b{i}", rel_error(dbs[i], numerical_grad(f, bs[i]))))
+        rows.append(("mlp", f"W{i}", elementwise_rel_error(dWs[i], numerical_grad(f, Ws[i]))))
+        rows.append(("mlp", f"b{i}", elementwise_rel_error(dbs[i], numerical_grad(f, bs[i]))))
 
     # cross networks
     x0 = rng.normal(size=(5, 6))
@@ -119,16 +112,16 @@ def check_layers(seed: int = 0) -> list:
     ws, cbs = [rng.normal(size=6) * 0.5 for _ in range(2)], [rng.normal(size=6) for _ in range(2)]
     dx0, dws, dcbs = cross.cross_v1_backward(Gx, cross.cross_v1_forward(x0, ws, cbs)[1])
     f = _contract(lambda: cross.cross_v1_forward(x0, ws, cbs)[0], Gx)
-    rows.append(("cross_v1", "x0", rel_error(dx0, numerical_grad(f, x0))))
-    rows += [("cross_v1", f"w{l}", rel_error(dws[l], numerical_grad(f, ws[l]))) for l in range(2)]
-    rows += [("cross_v1", f"b{l}", rel_error(dcbs[l], numerical_grad(f, cbs[l]))) for l in range(2)]
+    rows.append(("cross_v1", "x0", elementwise_rel_error(dx0, numerical_grad(f, x0))))
+    rows += [("cross_v1", f"w{l}", elementwise_rel_error(dws[l], numerical_grad(f, ws[l]))) for l in range(2)]
+    rows += [("cross_v1", f"b{l}", elementwise_rel_error(dcbs[l], numerical_grad(f, cbs[l]))) for l in range(2)]
 
     Wm = [rng.normal(size=(6, 6)) * 0.4 for _ in range(2)]
     dx0, dWm, dcbs = cross.cross_v2_backward(Gx, cross.cross_v2_forward(x0, Wm, cbs)[1])
     f = _contract(lambda: cross.cross_v2_forward(x0, Wm, cbs)[0], Gx)
-    rows.append(("cross_v2", "x0", rel_error(dx0, numerical_grad(f, x0))))
-    rows += [("cross_v2", f"W{l}", rel_error(dWm[l], numerical_grad(f, Wm[l]))) for l in range(2)]
-    rows += [("cross_v2", f"b{l}", rel_error(dcbs[l], numerical_grad(f, cbs[l]))) for l in range(2)]
+    rows.append(("cross_v2", "x0", elementwise_rel_error(dx0, numerical_grad(f, x0))))
+    rows += [("cross_v2", f"W{l}", elementwise_rel_error(dWm[l], numerical_grad(f, Wm[l]))) for l in range(2)]
+    rows += [("cross_v2", f"b{l}", elementwise_rel_error(dcbs[l], numerical_grad(f, cbs[l]))) for l in range(2)]
 
     E, r = 3, 2
     Us = [rng.normal(size=(E, 6, r)) * 0.5 for _ in range(2)]
@@ -137,17 +130,18 @@ def check_layers(seed: int = 0) -> list:
     gate = rng.normal(size=(6, E))
     grads = cross.cross_mix_backward(Gx, cross.cross_mix_forward(x0, Us, Vs, Cs, cbs, gate)[1])
     f = _contract(lambda: cross.cross_mix_forward(x0, Us, Vs, Cs, cbs, gate)[0], Gx)
-    rows.append(("cross_mix", "x0", rel_error(grads[0], numerical_grad(f, x0))))
+    rows.append(("cross_mix", "x0", elementwise_rel_error(grads[0], numerical_grad(f, x0))))
     for name, arrays, dgrads in (("U", Us, grads[1]), ("V", Vs, grads[2]), ("C", Cs, grads[3]), ("b", cbs, grads[4])):
-        rows += [("cross_mix", f"{name}{l}", rel_error(dgrads[l], numerical_grad(f, arrays[l]))) for l in range(2)]
-    rows.append(("cross_mix", "gate", rel_error(grads[5], numerical_grad(f, gate))))
+        rows += [("cross_mix", f"{name}{l}", elementwise_rel_error(dgrads[l], numerical_grad(f, arrays[l])))
+                 for l in range(2)]
+    rows.append(("cross_mix", "gate", elementwise_rel_error(grads[5], numerical_grad(f, gate))))
 
     # loss, including logits far from 0 where the naive form would overflow
     logits = np.concatenate([rng.normal(size=6) * 3, [40.0, -40.0]])
     labels = np.array([0, 1, 1, 0, 1, 0, 1, 0], dtype=np.float64)
     dlogits = loss.bce_with_logits_backward(loss.bce_with_logits_forward(logits, labels)[1])
     num = numerical_grad(lambda: loss.bce_with_logits_forward(logits, labels)[0], logits)
-    rows.append(("bce_with_logits", "logits", rel_error(dlogits, num)))
+    rows.append(("bce_with_logits", "logits", elementwise_rel_error(dlogits, num)))
     return rows
 
 
@@ -229,10 +223,10 @@ def check_model(name: str, seed: int = 0) -> list:
             num = numerical_grad(f, value, indices)
             counts_ok = _counts_match(grad, model.global_ids(batch.sparse))
             rows.append((name, f"{pname} ({len(touched)} touched rows)",
-                         rel_error(dense_grad.reshape(-1)[indices], num.reshape(-1)[indices])
+                         elementwise_rel_error(dense_grad.reshape(-1)[indices], num.reshape(-1)[indices])
                          if counts_ok else np.inf))
         else:
-            rows.append((name, pname, rel_error(grad, numerical_grad(f, value))))
+            rows.append((name, pname, elementwise_rel_error(grad, numerical_grad(f, value))))
     return rows
 
 

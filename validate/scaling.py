@@ -244,10 +244,7 @@ def _equivalent(record: dict, rule: str, identity: dict) -> bool:
 def train_one(cfg, rule: str, run_dir: Path, keep_checkpoint: bool) -> dict:
     """One run of the grid, resumed from its checkpoint if a previous invocation was cut off."""
     from dataio.reader import BatchReader
-    from engine.backend import resolve_device
     from engine.train import run
-    from models import Schema
-    from dataio.meta import load_meta
 
     resume = False
     first_step = 0
@@ -262,15 +259,13 @@ def train_one(cfg, rule: str, run_dir: Path, keep_checkpoint: bool) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
 
     steps_per_epoch = BatchReader(cfg.data, "train", cfg.bs).steps_per_epoch
-    offsets = Schema.from_meta(load_meta(cfg.data)).offsets
-    kernels, _ = resolve_device(cfg.device)
-    # The clip hooks of engine.step (validate/ablations.py): the one place the grid installs them.
+    # The clip rule of engine.step (validate/ablations.py): the one place the grid chooses it.
     clipped = rule in CLIP_RULES and cfg.hp["clip"] > 0
     tally = ClipTally(steps_per_epoch, first_step) if clipped else None
-    hooks = clip_rule(rule, offsets, tally, kernels.to_host) if clipped else {}
+    clip = clip_rule(rule, tally) if clipped else clip_rule("cowclip")
     t0 = time.perf_counter()
     with open(run_dir / "log.txt", "a") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-        final = run(cfg, run_dir, resume, **hooks)
+        final = run(cfg, run_dir, resume, clip_rule=clip)
     wall = time.perf_counter() - t0
     evals = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()
              if line.startswith('{"type": "eval"')]

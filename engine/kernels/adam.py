@@ -12,22 +12,21 @@ The update is Keras's Adam (the reference code's optimizer), per element:
 `adam_table` (dense) touches all V rows, as Keras does when an L2 penalty lambda * sum(W^2)
 makes the table's gradient dense: a row of the batch gets its given gradient row (L2 and clip
 already applied by the caller), any other row gets 2 * lambda * w, clipped as a row seen once
-(cnt = 1) unless `absent_ratio` is NO_CLIP (the reference form clips the whole table's gradient;
-ratio 0 is a real value: a threshold of the floor alone).
+when `clip_absent` is set (the reference form clips the whole table's gradient). That clip is
+`engine.cowclip.absent_row_scale`, fused here into the pass over all V rows; absent_ratio 0 is a
+real value: a threshold of the floor alone.
 
 Layout: NumPy reference, Numba CPU version, Numba CUDA version with its launcher; the CPU and
-CUDA kernels share `adam_element` and `absent_row_scale`, except the CPU dense-table kernel, which
-computes in the table's dtype (`adam_element_typed`) for speed.
+CUDA kernels share `adam_element` and `engine.cowclip.absent_row_scale`, except the CPU
+dense-table kernel, which computes in the table's dtype (`adam_element_typed`) for speed.
 """
 import math
 
 import numba
 import numpy as np
 
+from engine.cowclip import absent_row_scale
 from engine.kernels.common import array_module_of, cuda, float64, for_cuda, launch
-from engine.kernels.cowclip import clip_scale
-
-NO_CLIP = -1.0  # absent_ratio meaning "rows absent from the batch are not clipped"
 
 
 @numba.njit(cache=True)
@@ -39,27 +38,21 @@ def adam_element(w, m, v, g, lr_t, beta1, beta2, eps):
 
 
 @numba.njit(cache=True)
-def absent_row_scale(weight_sq, l2, absent_ratio, absent_floor):
-    """Clip scale of the L2-only gradient 2*l2*w of a row absent from the batch (cnt = 1)."""
-    if absent_ratio < 0.0:  # NO_CLIP
-        return 1.0
-    weight_norm = math.sqrt(weight_sq)
-    return clip_scale(2.0 * l2 * weight_norm, weight_norm, 1.0, absent_ratio, absent_floor)
-
-
-@numba.njit(cache=True)
-def update_table_row(table, m, v, r, u, row_grads, l2, absent_ratio, absent_floor,
+def update_table_row(table, m, v, r, u, row_grads, l2, clip_absent, absent_ratio, absent_floor,
                      lr_t, beta1, beta2, eps):
-    """Adam on table row r: gradient row u if r is in the batch (u >= 0), else its L2 term."""
+    """Adam on table row r: gradient row u if r is in the batch (u >= 0), else its L2 term
+    (clipped by engine.cowclip.absent_row_scale when clip_absent)."""
     if u >= 0:
         for c in range(table.shape[1]):
             table[r, c], m[r, c], v[r, c] = adam_element(
                 table[r, c], m[r, c], v[r, c], row_grads[u, c], lr_t, beta1, beta2, eps)
         return
-    weight_sq = 0.0
-    for c in range(table.shape[1]):
-        weight_sq += float(table[r, c]) ** 2
-    s = 2.0 * l2 * absent_row_scale(weight_sq, l2, absent_ratio, absent_floor)
+    s = 2.0 * l2
+    if clip_absent:
+        weight_sq = 0.0
+        for c in range(table.shape[1]):
+            weight_sq += float64(table[r, c]) ** 2
+        s *= absent_row_scale(math.sqrt(weight_sq), l2, absent_ratio, absent_floor)
     for c in range(table.shape[1]):
         table[r, c], m[r, c], v[r, c] = adam_element(
             table[r, c], m[r, c], v[r, c], s * table[r, c], lr_t, beta1, beta2, eps)
@@ -76,10 +69,10 @@ def adam_rows_reference(table, m, v, ids, row_grads, lr_t, beta1, beta2, eps):
     table[ids] -= lr_t * m[ids] / (np.sqrt(v[ids]) + eps)
 
 
-def adam_table_reference(table, m, v, ids, row_grads, l2, absent_ratio, absent_floor,
+def adam_table_reference(table, m, v, ids, row_grads, l2, clip_absent, absent_ratio, absent_floor,
                          lr_t, beta1, beta2, eps):
     g = 2.0 * l2 * table                                            # (V, K)
-    if absent_ratio >= 0.0:
+    if clip_absent:  # engine.cowclip.absent_row_scale, vectorised
         weight_norm = np.linalg.norm(table.astype(np.float64), axis=1)   # (V,)
         threshold = np.maximum(absent_ratio * weight_norm, absent_floor)
         grad_norm = 2.0 * l2 * weight_norm
@@ -116,7 +109,7 @@ def adam_element_typed(w, m, v, g, lr_t, beta1, one_minus_beta1, beta2, one_minu
 
 
 @numba.njit(parallel=True, cache=True)
-def _adam_table_cpu(table, m, v, position, row_grads, l2, absent_ratio, absent_floor,
+def _adam_table_cpu(table, m, v, position, row_grads, l2, clip_absent, absent_ratio, absent_floor,
                     lr_t, beta1, beta2, eps):
     """update_table_row on every row, in the table's dtype: at V = 33.8M a float32 table is
     7-8x faster this way than through update_table_row's float64 arithmetic (validate/bench.py
@@ -132,11 +125,13 @@ def _adam_table_cpu(table, m, v, position, row_grads, l2, absent_ratio, absent_f
                 table[r, c], m[r, c], v[r, c] = adam_element_typed(
                     table[r, c], m[r, c], v[r, c], row_grads[u, c], lr, b1, omb1, b2, omb2, ep)
             continue
-        weight_sq = 0.0
-        if absent_ratio >= 0.0:
+        scale = 1.0
+        if clip_absent:
+            weight_sq = 0.0
             for c in range(K):
-                weight_sq += float(table[r, c]) ** 2
-        s = cast(2.0 * l2 * absent_row_scale(weight_sq, l2, absent_ratio, absent_floor))
+                weight_sq += float64(table[r, c]) ** 2
+            scale = absent_row_scale(math.sqrt(weight_sq), l2, absent_ratio, absent_floor)
+        s = cast(2.0 * l2 * scale)
         for c in range(K):
             table[r, c], m[r, c], v[r, c] = adam_element_typed(
                 table[r, c], m[r, c], v[r, c], s * table[r, c], lr, b1, omb1, b2, omb2, ep)
@@ -149,29 +144,23 @@ def row_positions(xp, num_rows: int, ids):
     return position
 
 
-def adam_table_cpu(table, m, v, ids, row_grads, l2, absent_ratio, absent_floor,
-                   lr_t, beta1, beta2, eps):
-    position = row_positions(np, table.shape[0], ids)
-    _adam_table_cpu(table, m, v, position, row_grads, l2, absent_ratio, absent_floor,
-                    lr_t, beta1, beta2, eps)
-
-
 class TableAdam:
-    """`adam_table_cpu` with its [V] position map kept across calls instead of made each step
-    (at V = 33.8M that is 135 MB written twice per table per step). Between calls every entry
-    is -1; a call sets the batch's U entries and puts them back to -1 when it is done."""
+    """The dense-table Adam on the CPU (`_adam_table_cpu`), with its [V] position map kept across
+    calls instead of made each step (at V = 33.8M that is 135 MB written twice per table per
+    step). Between calls every entry is -1; a call sets the batch's U entries and puts them back
+    to -1 when it is done."""
 
     def __init__(self):
         self._position = np.empty(0, dtype=np.int32)
 
-    def __call__(self, table, m, v, ids, row_grads, l2, absent_ratio, absent_floor,
+    def __call__(self, table, m, v, ids, row_grads, l2, clip_absent, absent_ratio, absent_floor,
                  lr_t, beta1, beta2, eps):
         if self._position.shape[0] < table.shape[0]:
             self._position = np.full(table.shape[0], -1, dtype=np.int32)
         position = self._position[:table.shape[0]]
         position[ids] = np.arange(ids.shape[0], dtype=np.int32)
         try:
-            _adam_table_cpu(table, m, v, position, row_grads, l2, absent_ratio, absent_floor,
+            _adam_table_cpu(table, m, v, position, row_grads, l2, clip_absent, absent_ratio, absent_floor,
                             lr_t, beta1, beta2, eps)
         finally:
             position[ids] = -1
@@ -200,19 +189,19 @@ def _adam_rows_kernel(table, m, v, ids, row_grads, lr_t, beta1, beta2, eps):
 
 
 @cuda.jit
-def _adam_table_kernel(table, m, v, position, row_grads, l2, absent_ratio, absent_floor,
+def _adam_table_kernel(table, m, v, position, row_grads, l2, clip_absent, absent_ratio, absent_floor,
                        lr_t, beta1, beta2, eps):
     r = cuda.grid(1)
     if r < table.shape[0]:
         _update_table_row_device(table, m, v, r, position[r], row_grads, l2,
-                                 absent_ratio, absent_floor, lr_t, beta1, beta2, eps)
+                                 clip_absent, absent_ratio, absent_floor, lr_t, beta1, beta2, eps)
 
 
 MAX_ROW_WIDTH = 64      # K up to which TableAdamCuda keeps a row in registers
 
 
 @cuda.jit
-def _adam_table_rows_kernel(table, m, v, position, row_grads, l2, absent_ratio, absent_floor,
+def _adam_table_rows_kernel(table, m, v, position, row_grads, l2, clip_absent, absent_ratio, absent_floor,
                             lr_t, beta1, beta2, eps):
     """update_table_row with the row held in a local array: each row of table, m and v is read
     once and written once (the absent rows' clip needs the row norm before the update)."""
@@ -227,7 +216,9 @@ def _adam_table_rows_kernel(table, m, v, position, row_grads, l2, absent_ratio, 
         u = position[r]
         s = 0.0
         if u < 0:
-            s = 2.0 * l2 * _absent_row_scale_device(weight_sq, l2, absent_ratio, absent_floor)
+            s = 2.0 * l2
+            if clip_absent:
+                s *= _absent_row_scale_device(math.sqrt(weight_sq), l2, absent_ratio, absent_floor)
         for c in range(K):
             g = float64(row_grads[u, c]) if u >= 0 else s * w[c]
             table[r, c], m[r, c], v[r, c] = _adam_element_device(
@@ -243,7 +234,8 @@ class TableAdamCuda:
     def __init__(self):
         self._position = None
 
-    def __call__(self, table, m, v, ids, row_grads, l2, absent_ratio, absent_floor, lr_t, beta1, beta2, eps):
+    def __call__(self, table, m, v, ids, row_grads, l2, clip_absent, absent_ratio, absent_floor,
+                 lr_t, beta1, beta2, eps):
         xp = array_module_of(table)
         V = table.shape[0]
         if self._position is None or self._position.shape[0] < V:
@@ -251,7 +243,7 @@ class TableAdamCuda:
         position = self._position[:V]
         position[ids] = xp.arange(ids.shape[0], dtype=xp.int32)
         kernel = _adam_table_rows_kernel if table.shape[1] <= MAX_ROW_WIDTH else _adam_table_kernel
-        launch(kernel, V, table, m, v, position, row_grads, l2, absent_ratio, absent_floor,
+        launch(kernel, V, table, m, v, position, row_grads, l2, bool(clip_absent), absent_ratio, absent_floor,
                lr_t, beta1, beta2, eps)
         position[ids] = -1
 
@@ -261,8 +253,8 @@ def adam_rows_cuda(table, m, v, ids, row_grads, lr_t, beta1, beta2, eps):
            table, m, v, ids, row_grads, lr_t, beta1, beta2, eps)
 
 
-def adam_table_cuda(table, m, v, ids, row_grads, l2, absent_ratio, absent_floor,
+def adam_table_cuda(table, m, v, ids, row_grads, l2, clip_absent, absent_ratio, absent_floor,
                     lr_t, beta1, beta2, eps):
     position = row_positions(array_module_of(table), table.shape[0], ids)
     launch(_adam_table_kernel, table.shape[0], table, m, v, position, row_grads, l2,
-           absent_ratio, absent_floor, lr_t, beta1, beta2, eps)
+           bool(clip_absent), absent_ratio, absent_floor, lr_t, beta1, beta2, eps)

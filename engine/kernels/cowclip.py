@@ -1,4 +1,5 @@
-"""CowClip's per-row clip, fused with the row norms (Algorithm 1 of arXiv 2204.06240).
+"""CowClip's per-row clip, fused with the row norms: implements `engine.cowclip.cowclip`
+(Algorithm 1 of arXiv 2204.06240), whose per-row rule is `engine.cowclip.clip_scale`.
 
 Symbols: U = unique ids in the batch, K = embedding dim, V = table rows.
 
@@ -12,23 +13,15 @@ cnt_k its number of occurrences:
 and the reference code's (r, bound) onto them.
 
 Layout: NumPy reference, Numba CPU version, Numba CUDA version with its launcher. The CPU and
-CUDA kernels share `clip_scale`, so their arithmetic is the same lines.
+CUDA kernels call `engine.cowclip.clip_scale`, so their arithmetic is the same lines.
 """
 import math
 
 import numba
 import numpy as np
 
-from engine.kernels.common import cuda, for_cuda, launch
-
-
-@numba.njit(cache=True)
-def clip_scale(grad_norm, weight_norm, count, ratio, floor):
-    """min(1, cnt * max(ratio * ||w||, floor) / ||g||), and 1 for a zero gradient."""
-    threshold = count * max(ratio * weight_norm, floor)
-    if grad_norm > threshold:
-        return threshold / grad_norm
-    return 1.0
+from engine.cowclip import clip_scale
+from engine.kernels.common import cuda, float64, for_cuda, launch
 
 
 @numba.njit(cache=True)
@@ -37,8 +30,8 @@ def clip_row(row_grads, table, ids, counts, ratio, floor, scales, u):
     grad_sq = 0.0
     weight_sq = 0.0
     for c in range(row_grads.shape[1]):
-        grad_sq += float(row_grads[u, c]) ** 2
-        weight_sq += float(table[ids[u], c]) ** 2
+        grad_sq += float64(row_grads[u, c]) ** 2      # float64(), not float(): see engine/kernels/common.py
+        weight_sq += float64(table[ids[u], c]) ** 2
     s = clip_scale(math.sqrt(grad_sq), math.sqrt(weight_sq), counts[u], ratio, floor)
     scales[u] = s
     if s < 1.0:
@@ -51,7 +44,8 @@ def clip_row(row_grads, table, ids, counts, ratio, floor, scales, u):
 
 
 def cowclip_rows_reference(row_grads, table, ids, counts, ratio: float, floor: float):
-    """row_grads [U, K], table [V, K], ids [U], counts [U] -> (clipped [U, K], scales [U])."""
+    """row_grads [U, K], table [V, K], ids [U], counts [U] -> (clipped [U, K], scales [U]);
+    engine.cowclip.clip_scale, vectorised."""
     weight_norm = np.linalg.norm(table[ids].astype(np.float64), axis=1)   # (U,)
     grad_norm = np.linalg.norm(row_grads.astype(np.float64), axis=1)      # (U,)
     threshold = counts * np.maximum(ratio * weight_norm, floor)           # (U,)

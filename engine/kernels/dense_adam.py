@@ -14,7 +14,7 @@ copy) and one kernel updates all P elements, in float64 arithmetic, stored in th
 """
 from engine.kernels.adam import adam_element
 from engine.kernels.common import array_module_of, cuda, float64, for_cuda, launch
-from engine.optim import adam_dense_update
+from engine.optim import adam_weight_update
 
 # --------------------------------------------------------------------------------------------
 # NumPy reference: in place on params[name], state.m[name], state.v[name]
@@ -26,7 +26,7 @@ def adam_dense_weights_reference(params: dict, grads: dict, state, names: list, 
         w, g = params[name], grads[name]
         if lam:
             g = g + 2.0 * lam * w
-        adam_dense_update(w, g, state.m[name], state.v[name], lr_t, adam)
+        adam_weight_update(w, g, state.m[name], state.v[name], lr_t, adam)
 
 
 # --------------------------------------------------------------------------------------------

@@ -132,8 +132,8 @@ def test_adam_cuda(mode, dtype, rtol):
             adam.adam_rows_reference(*ref, ids, rows, 1e-2, 0.9, 0.999, 1e-7)
             adam.adam_rows_cuda(*got, ids, rows.astype(dtype), 1e-2, 0.9, 0.999, 1e-7)
         else:
-            adam.adam_table_reference(*ref, ids, rows, 0.6, 1.0, 0.01, 1e-2, 0.9, 0.999, 1e-7)
-            adam.adam_table_cuda(*got, ids, rows.astype(dtype), 0.6, 1.0, 0.01, 1e-2, 0.9, 0.999, 1e-7)
+            adam.adam_table_reference(*ref, ids, rows, 0.6, True, 1.0, 0.01, 1e-2, 0.9, 0.999, 1e-7)
+            adam.adam_table_cuda(*got, ids, rows.astype(dtype), 0.6, True, 1.0, 0.01, 1e-2, 0.9, 0.999, 1e-7)
     for g, r in zip(got, ref):
         np.testing.assert_allclose(g, r, rtol=rtol, atol=rtol * 1e-2)
 
@@ -250,8 +250,8 @@ def test_dense_weights_adam_cuda_in_one_flat_buffer():
         assert all(np.shares_memory(params[k], adam.w) for k in names)    # views of one flat buffer
 
 
-@pytest.mark.parametrize("absent_ratio", [-1.0, 0.0, 0.7])
-def test_table_adam_cuda_with_kept_position_map(absent_ratio):
+@pytest.mark.parametrize("clip_absent, absent_ratio", [(False, 1.0), (True, 0.0), (True, 0.7)])
+def test_table_adam_cuda_with_kept_position_map(clip_absent, absent_ratio):
     from engine.kernels import adam
 
     rng = np.random.default_rng(14)
@@ -262,7 +262,7 @@ def test_table_adam_cuda_with_kept_position_map(absent_ratio):
     for step in range(3):
         ids = np.unique(rng.integers(0, 30, 8))
         rows = rng.normal(size=(ids.size, 4)).astype(np.float32)
-        args = (ids, rows, 0.3, absent_ratio, 1e-3, 1e-2, 0.9, 0.999, 1e-7)
+        args = (ids, rows, 0.3, clip_absent, absent_ratio, 1e-3, 1e-2, 0.9, 0.999, 1e-7)
         fast(*new, *args)
         adam.adam_table_reference(*ref, ids, rows.astype(np.float64), *args[2:])
         assert np.all(fast._position == -1)                   # left clean for the next call
