@@ -39,6 +39,10 @@ class RunConfig:
     audit: bool
     split: str
     max_steps: int
+    dist: str = "none"                # none | mpi (engine/dist)
+    shard_tables: bool = False        # row-sharded tables over the ranks
+    ranks: int = 1                    # N, recorded so that --resume runs on as many
+    check_replicas_every: int = 50    # digest comparison of the replicas every K steps
 
 
 def resolve(opts: dict) -> tuple[RunConfig, Path]:
@@ -67,7 +71,9 @@ def resolve(opts: dict) -> tuple[RunConfig, Path]:
                     dropout=opts["dropout"], init_stddev=init_stddev, accum=opts["accum"],
                     eval_every=opts["eval_every"], log_every=opts["log_every"],
                     checkpoint_every=opts["checkpoint_every"], audit=opts["audit"], split=opts["split"],
-                    max_steps=opts["max_steps"])
+                    max_steps=opts["max_steps"], dist=opts.get("dist", "none"),
+                    shard_tables=opts.get("shard_tables", False),
+                    check_replicas_every=opts.get("check_replicas_every", 50))
     out = Path(opts["out"] or f"runs/{model}-bs{opts['bs']}-{time.strftime('%Y%m%d-%H%M%S')}")
     print(f"model {model}, batch {cfg.bs}, {epochs} epochs, scale rule {cfg.scale_rule} from base batch "
           f"{cfg.base_bs}, clip form {cfg.clip_form}, embedding optimizer {cfg.embed_optim}, accum {cfg.accum}")

@@ -57,6 +57,12 @@ class Job:
     samples: int = 0                # samples trained on in this process
     train_seconds: float = 0.0      # time inside take_step in this process
     started: float = field(default_factory=time.perf_counter)
+    dist: object = None             # engine.dist.session.Distributed under --dist mpi, else None
+
+    @property
+    def writes(self) -> bool:
+        """Only one process (rank 0 of an MPI run) writes files and prints progress."""
+        return self.dist is None or self.dist.is_root
 
     @property
     def metrics_path(self) -> Path:
@@ -67,10 +73,11 @@ class Job:
         return self.samples / max(self.train_seconds, 1e-9)
 
 
-def run(cfg: RunConfig, out: Path, resume: bool, **clip_hooks) -> dict:
+def run(cfg: RunConfig, out: Path, resume: bool, dist=None, **clip_hooks) -> dict:
     """Train and evaluate as cfg says, in run directory `out`. clip_hooks: `clip` and `constants`
-    for engine.step.apply_gradients (the scaling study's ablations); CowClip when absent."""
-    job, position = prepare(cfg, out, resume)
+    for engine.step.apply_gradients (the scaling study's ablations); CowClip when absent.
+    dist: engine.dist's Distributed for this rank of an MPI run, or None."""
+    job, position = prepare(cfg, out, resume, dist)
     steps_per_epoch = job.reader.steps_per_epoch
     last_eval = None
     epoch = position["epoch"]
@@ -87,11 +94,14 @@ def run(cfg: RunConfig, out: Path, resume: bool, **clip_hooks) -> dict:
     if last_eval is None or last_eval["step"] != job.global_step:
         last_eval = evaluate_now(job, max(epoch, 0))
     final = {**last_eval, "steps": job.global_step, "wall_seconds": time.perf_counter() - job.started}
-    (out / "final_metrics.json").write_text(json.dumps(final, indent=2))
+    if dist:
+        final.update(dist.summary(job.params, job.state))
+    if job.writes:
+        (out / "final_metrics.json").write_text(json.dumps(final, indent=2))
     return final
 
 
-def prepare(cfg: RunConfig, out: Path, resume: bool) -> tuple[Job, dict]:
+def prepare(cfg: RunConfig, out: Path, resume: bool, dist=None) -> tuple[Job, dict]:
     """Backend, data, model and the parameters to start from. -> (job, position in the data)."""
     from dataio.meta import load_meta
     from dataio.reader import BatchReader, read_split
@@ -102,16 +112,22 @@ def prepare(cfg: RunConfig, out: Path, resume: bool) -> tuple[Job, dict]:
     schema = Schema.from_meta(meta)
     model = build_model(cfg.model, schema, ModelConfig(embed_dim=cfg.embed_dim, dropout=cfg.dropout,
                                                        init_stddev=cfg.init_stddev))
+    if dist:
+        dist.attach(model, kernels)   # one GPU per rank, host staging, the table shards' routing
     xp = kernels.xp
     to_device = None if xp is np else xp.asarray
     reader = BatchReader(cfg.data, "train", cfg.bs, shuffle=True, seed=cfg.seed, to_device=to_device)
+    if dist:
+        reader = dist.wrap_reader(reader)   # this rank's rows of each global batch
     step_config = StepConfig(lr=cfg.hp["lr"], lr_embed=cfg.hp["lr_embed"], l2=cfg.hp["l2"], clip=cfg.hp["clip"],
                              bound=cfg.hp["bound"], clip_form=cfg.clip_form, embed_optim=cfg.embed_optim,
                              warmup_updates=int(cfg.hp["warmup"] * reader.steps_per_epoch))
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps({**asdict(cfg), "step_config": asdict(step_config),
-                                                 "schema": asdict(schema), "device_line": device_line},
-                                                indent=2, default=str))
+    writes = dist is None or dist.is_root
+    if writes:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps({**asdict(cfg), "step_config": asdict(step_config),
+                                                     "schema": asdict(schema), "device_line": device_line},
+                                                    indent=2, default=str))
     test = {k: xp.asarray(v) for k, v in read_split(cfg.data, "test").items() if k in ("sparse", "dense", "label")}
     rng = np.random.default_rng(cfg.seed)
     if resume:
@@ -123,9 +139,12 @@ def prepare(cfg: RunConfig, out: Path, resume: bool) -> tuple[Job, dict]:
         params = {k: xp.asarray(v) for k, v in model.init_params(cfg.seed).items()}
         state = AdamState.zeros_like(params, xp)
         position = {"epoch": 0, "step_in_epoch": 0, "global_step": 0}
-        (out / "metrics.jsonl").write_text("")
+        if writes:
+            (out / "metrics.jsonl").write_text("")
+    if dist:
+        params, state = dist.place(params, state)   # --shard-tables: this rank's rows of the tables
     job = Job(cfg, out, model, kernels, reader, step_config, params, state, rng, test, meta.get("bayes", {}),
-              global_step=position["global_step"])
+              global_step=position["global_step"], dist=dist)
     return job, position
 
 
@@ -156,7 +175,9 @@ def take_step(job: Job, batch, epoch: int, step_in_epoch: int, clip_hooks: dict)
     """Loss and gradients of one batch, then Algorithm 1's update (engine/step.py). -> (loss, step info)."""
     t0 = time.perf_counter()
     model, params, kernels = job.model, job.params, job.kernels
-    if job.cfg.accum > 1:
+    if job.dist:   # this rank's rows -> the global batch's loss and gradients, the same on every rank
+        loss, grads = job.dist.loss_and_grads(model, params, batch, kernels, job.rng, job.cfg.accum)
+    elif job.cfg.accum > 1:
         loss, grads = accumulated_loss_and_grads(model, params, batch, job.cfg.accum, kernels, job.rng)
     else:
         loss, grads = model.loss(params, batch, kernels, training=True, rng=job.rng)
@@ -166,8 +187,10 @@ def take_step(job: Job, batch, epoch: int, step_in_epoch: int, clip_hooks: dict)
     info = apply_gradients(model, params, grads, job.state, job.step_config, kernels, audit=job.cfg.audit,
                            **clip_hooks)
     job.global_step += 1
+    if job.dist:
+        job.dist.after_step(params, job.state, job.global_step)   # replicas compared every K steps
     job.train_seconds += time.perf_counter() - t0
-    job.samples += int(batch.label.shape[0])
+    job.samples += job.dist.last_global_rows if job.dist else int(batch.label.shape[0])
     return loss, info
 
 
@@ -185,6 +208,8 @@ def _append(path: Path, record: dict) -> None:
 
 
 def log_step(job: Job, epoch: int, loss: float, running: list, info: dict) -> None:
+    if not job.writes:
+        return
     record = {"type": "step", "epoch": epoch + 1, "step": job.global_step, "loss": loss,
               "running_loss": float(np.mean(running[-50:])), "lr": info["lr"],
               "lr_embed": job.step_config.lr_embed, "samples_per_s": job.samples_per_s,
@@ -194,6 +219,8 @@ def log_step(job: Job, epoch: int, loss: float, running: list, info: dict) -> No
 
 
 def show_progress(job: Job, epoch: int, step: int, loss: float) -> None:
+    if not job.writes:
+        return
     steps, bar_width = job.reader.steps_per_epoch, 20
     done = int(bar_width * step / max(steps, 1))
     line = (f"epoch {epoch + 1}/{job.cfg.epochs} [{'#' * done}{'.' * (bar_width - done)}] {step}/{steps} "
@@ -207,14 +234,15 @@ def show_progress(job: Job, epoch: int, step: int, loss: float) -> None:
 def evaluate_now(job: Job, epoch: int) -> dict:
     """Test metrics of the current parameters, logged and printed. -> the record."""
     t0 = time.perf_counter()
-    result = evaluate(job.model, job.params, job.test, job.kernels)
+    result = (job.dist.evaluate if job.dist else evaluate)(job.model, job.params, job.test, job.kernels)
     record = {"type": "eval", "epoch": epoch + 1, "step": job.global_step, **result,
               "eval_seconds": time.perf_counter() - t0, "elapsed": time.perf_counter() - job.started,
               "samples_per_s": job.samples_per_s}
     bayes = job.bayes
     if bayes:
         record["bayes_auc"], record["bayes_logloss"] = bayes.get("test_auc"), bayes.get("test_logloss")
-    _append(job.metrics_path, record)
+    if job.writes:
+        _append(job.metrics_path, record)
     beside = f"  (Bayes-optimal AUC {bayes['test_auc']:.4f}, logloss {bayes['test_logloss']:.4f})" if bayes else ""
     print(f"[eval] epoch {epoch + 1} step {job.global_step}: test AUC {result['auc']:.5f}, logloss "
           f"{result['logloss']:.5f}{beside}; {record['samples_per_s']:,.0f} samples/s, "
@@ -227,7 +255,9 @@ def save(job: Job, epoch: int, step_in_epoch: int) -> None:
     if step_in_epoch == job.reader.steps_per_epoch:
         epoch, step_in_epoch = epoch + 1, 0
     position = {"epoch": epoch, "step_in_epoch": step_in_epoch, "global_step": job.global_step}
-    save_checkpoint(job.out, job.params, job.state, position, job.rng.bit_generator.state, job.kernels.to_host)
+    params, state = job.dist.full_state(job.params, job.state) if job.dist else (job.params, job.state)
+    if job.writes:   # rank 0, with whole tables gathered from the shards
+        save_checkpoint(job.out, params, state, position, job.rng.bit_generator.state, job.kernels.to_host)
 
 
 # --------------------------------------------------------------------------------------------
@@ -275,16 +305,44 @@ def _both(name: str, *more, **kwargs):
 @_both("log_every", default=10, show_default=True, type=int)
 @_both("checkpoint_every", default=0, type=int, help="also checkpoint every N steps (always at epoch ends)")
 @_both("max_steps", default=0, type=int, help="stop after N steps (0: run all epochs)")
+@_both("dist", default="none", show_default=True, type=click.Choice(["none", "mpi"]),
+       help="mpi: data-parallel over the ranks of `mpiexec -n N` (engine/dist; pip install -e '.[mpi]')")
+@_both("shard_tables", is_flag=True, help="with --dist mpi: rank r holds the table rows with row %% N == r")
+@_both("check_replicas_every", default=50, show_default=True, type=int,
+       help="with --dist mpi: compare the replicas' digests every K steps (0: never)")
 def main(**opts):
     """Train a CTR model with CowClip and evaluate it on the test split."""
+    dist = None
     try:
+        dist = _connect(opts)
         cfg, out = resolve(opts)
-        final = run(cfg, out, opts["resume"])
-    except (ValueError, FileNotFoundError, KeyError, RuntimeError, OSError) as error:
-        raise TrainingError(str(error).strip().splitlines()[0] if str(error).strip() else repr(error))
+        if dist:
+            dist.settle(cfg, opts["resume"])
+            out = dist.agree(out)   # rank 0's run directory (its default name has the time in it)
+        elif opts["resume"] and cfg.ranks > 1:
+            from engine.dist import refuse_resume_without_mpi
+
+            refuse_resume_without_mpi(cfg)
+        final = run(cfg, out, opts["resume"], dist)
+    except (ValueError, FileNotFoundError, KeyError, RuntimeError, OSError, TrainingError) as error:
+        message = error.message if isinstance(error, TrainingError) else (
+            str(error).strip().splitlines()[0] if str(error).strip() else repr(error))
+        if dist and dist.size > 1:   # the other ranks may wait in a collective: stop them all
+            click.echo(f"Error (rank {dist.rank}): {message}", err=True)
+            dist.comm.abort(1)
+        raise TrainingError(message)
     bayes = f" (Bayes-optimal {final['bayes_auc']:.4f})" if final.get("bayes_auc") else ""
     print(f"[done] test AUC {final['auc']:.5f}{bayes}, logloss {final['logloss']:.5f}, "
           f"{final['steps']} steps, {final['wall_seconds']:.0f}s; run directory {out}")
+
+
+def _connect(opts: dict):
+    """--dist mpi -> engine.dist's Distributed for this rank; --dist none imports no MPI."""
+    if opts["dist"] == "none" and not opts["shard_tables"]:
+        return None
+    from engine.dist import connect
+
+    return connect(opts["dist"], opts["shard_tables"], opts["check_replicas_every"])
 
 
 if __name__ == "__main__":
