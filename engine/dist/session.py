@@ -50,6 +50,8 @@ class Distributed:
                 raise ValueError(f"this run was trained on {cfg.ranks} rank(s); resume it on as many "
                                  f"(mpiexec -n {cfg.ranks} ...), not {self.size}")
             self.shard_tables = cfg.shard_tables
+        if self.shard_tables and cfg.audit:
+            raise ValueError("--audit is not available with --shard-tables (each rank sees only its rows' clips)")
         cfg.dist, cfg.ranks, cfg.shard_tables = "mpi", self.size, self.shard_tables
 
     def agree(self, value):
