@@ -2,8 +2,10 @@
 
 The exactness tests launch this under `mpiexec -n 2` and as one process: the real training loop
 (engine/train.py and engine/dist), with float64 parameters so that the N-rank and one-process
-runs can be held to 1e-12. Also: --perturb-rank R changes one weight on rank R after set-up, so
-the replica check has something to catch.
+runs can be held to 1e-12. Also, in this order after --float64:
+    --cudasim         the cuda backend (its @cuda.jit kernels) under Numba's CUDA simulator, on
+                      NumPy arrays; set NUMBA_ENABLE_CUDASIM=1 in the environment
+    --perturb-rank R  change one weight on rank R after set-up, for the replica check to catch
 """
 import functools
 import sys
@@ -26,6 +28,11 @@ if __name__ == "__main__":
     if args and args[0] == "--float64":
         args = args[1:]
         train.ModelConfig = functools.partial(train.ModelConfig, dtype="float64")
+    if args and args[0] == "--cudasim":
+        from engine.backend import get_backend
+
+        args = args[1:]
+        train.resolve_device = lambda device: (get_backend("cuda"), "device: cuda (Numba's CUDA simulator)")
     if args and args[0] == "--perturb-rank":
         train.prepare = _perturbing(train.prepare, int(args[1]))
         args = args[2:]

@@ -173,3 +173,21 @@ def test_dist_none_imports_no_mpi_and_shard_tables_needs_mpi(data, tmp_path):
     result = launch(0, DRIVER, "--data", data, "--out", str(tmp_path / "s"), "--shard-tables", "--device", "cpu")
     assert result.returncode != 0 and "--shard-tables needs --dist mpi" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_cuda_backend_under_the_simulator_on_two_ranks(data, tmp_path):
+    # the @cuda.jit kernels (Numba's CUDA simulator, NumPy arrays) in a sharded 2-rank step, held
+    # against one CPU process; the simulator runs each GPU thread in Python, so one small step
+    common = ["--float64", "--model", "fm", "--data", data, "--bs", "64", "--max-steps", "1", "--device", "cpu",
+              "--lr_embed", "1e-2", "--seed", "5", "--embed-optim", "lazy"]
+    sim = subprocess.run([_mpiexec(), "-n", "2", sys.executable, DRIVER, common[0], "--cudasim", *common[1:],
+                          "--dist", "mpi", "--shard-tables", "--out", str(tmp_path / "sim")],
+                         cwd=REPO, env={**ENV, "NUMBA_ENABLE_CUDASIM": "1"}, capture_output=True, text=True,
+                         timeout=300)
+    assert sim.returncode == 0, sim.stderr[-3000:]
+    assert "device: cuda (Numba's CUDA simulator)" in sim.stdout
+    cpu = launch(0, DRIVER, *common, "--out", str(tmp_path / "cpu"))
+    assert cpu.returncode == 0, cpu.stderr[-3000:]
+    on_gpu_path, on_cpu = arrays(tmp_path / "sim"), arrays(tmp_path / "cpu")
+    for name in on_cpu:
+        assert float(np.abs(on_gpu_path[name] - on_cpu[name]).max()) <= 1e-12 * max(1.0, np.abs(on_cpu[name]).max())

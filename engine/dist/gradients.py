@@ -87,7 +87,8 @@ def split_columns(merged: RowGrad, grads: dict, names: list) -> dict:
     out, at = {}, 0
     for n in names:
         width = grads[n].rows.shape[1]
-        out[n] = RowGrad(merged.ids, merged.rows[:, at:at + width], merged.counts)
+        rows = merged.rows[:, at:at + width]
+        out[n] = RowGrad(merged.ids, _module_of(rows).ascontiguousarray(rows), merged.counts)  # kernels want contiguous rows
         at += width
     return out
 
