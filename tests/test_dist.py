@@ -39,7 +39,7 @@ ENV = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "OPENBLAS_
 
 
 def launch(ranks: int, script: str, *args, timeout: int = 180) -> subprocess.CompletedProcess:
-    """`mpiexec -n ranks python script args` (ranks 0: one plain process)."""
+    """`mpiexec -n ranks python script args` (ranks 0: one plain process); script may be "-m"."""
     command = [sys.executable, script, *args]
     if ranks:
         command = [_mpiexec(), "-n", str(ranks)] + (["--allow-run-as-root"] if _is_open_mpi() else []) + command
@@ -191,3 +191,26 @@ def test_cuda_backend_under_the_simulator_on_two_ranks(data, tmp_path):
     on_gpu_path, on_cpu = arrays(tmp_path / "sim"), arrays(tmp_path / "cpu")
     for name in on_cpu:
         assert float(np.abs(on_gpu_path[name] - on_cpu[name]).max()) <= 1e-12 * max(1.0, np.abs(on_cpu[name]).max())
+
+
+@pytest.mark.parametrize("shard", [False, True])
+def test_bytes_counted_in_a_step_equal_the_projection_formulas(data, shard):
+    from dataio.reader import BatchReader
+    from dataio.meta import load_meta
+    from engine.dist.bench import projected_bytes
+    from models import ModelConfig, Schema, build_model
+
+    result = launch(2, "-m", "engine.dist.bench", "--data", data, "--bs", "512", "--steps", "1",
+                    *(["--shard-tables"] if shard else []))
+    assert result.returncode == 0, result.stderr[-3000:]
+    measured = json.loads(result.stdout.strip().splitlines()[-1])["bytes_sent_per_step_per_rank"]
+    model = build_model("deepfm", Schema.from_meta(load_meta(data)), ModelConfig())
+    second_batch = list(BatchReader(data, "train", 512, seed=1235).iter_epoch(0))[1]   # the timed step
+    projected = projected_bytes(model, second_batch.sparse, 2)
+    for r in range(2):
+        assert measured[r]["dense"] == projected[r]["dense"]
+        if shard:
+            assert measured[r]["sparse"] == projected[r]["sparse_sharded"]
+            assert measured[r]["lookup"] == projected[r]["lookup_sharded"]
+        else:
+            assert measured[r]["sparse"] == projected[r]["sparse_replicated"]
