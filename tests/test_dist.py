@@ -214,3 +214,13 @@ def test_bytes_counted_in_a_step_equal_the_projection_formulas(data, shard):
             assert measured[r]["lookup"] == projected[r]["lookup_sharded"]
         else:
             assert measured[r]["sparse"] == projected[r]["sparse_replicated"]
+
+
+def test_a_traceback_on_one_rank_stops_every_rank():
+    code = ("from engine.dist import connect\n"
+            "dist = connect('mpi')\n"
+            "if dist.rank == 1:\n"
+            "    raise AssertionError('boom on rank 1')\n"
+            "dist.comm.barrier()   # rank 0 would wait here forever\n")
+    result = launch(2, "-c", code, timeout=60)
+    assert result.returncode != 0 and "boom on rank 1" in result.stderr

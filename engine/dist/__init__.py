@@ -39,7 +39,21 @@ def connect(kind: str, shard_tables: bool = False, check_every: int = 50):
     dist = Distributed(Communicator(), shard_tables, check_every)
     if not dist.is_root:
         sys.stdout = open(os.devnull, "w")
+    _abort_on_uncaught_exception(dist.comm)
     return dist
+
+
+def _abort_on_uncaught_exception(comm) -> None:
+    """A traceback on one rank stops every rank: the others would wait in a collective forever."""
+    previous = sys.excepthook
+
+    def hook(kind, value, traceback):
+        previous(kind, value, traceback)
+        sys.stderr.flush()
+        if comm.size > 1:
+            comm.abort(1)
+
+    sys.excepthook = hook
 
 
 def refuse_resume_without_mpi(cfg) -> None:
