@@ -7,7 +7,10 @@ uses exactly the masks of the one-process run, at the cost of each rank drawing 
 batch's random numbers (what the one process draws anyway).
 
 This relies on the models drawing their masks as rng.random(shape) with the batch first
-(engine/layers/mlp.py), once per layer in a fixed order.
+(engine/layers/mlp.py), once per layer in a fixed order. One case breaks it: a global batch with
+fewer rows than ranks leaves a rank with no rows, which draws nothing; its generator then falls
+behind the others' (the gradients stay equal on all ranks, but later masks on that rank differ
+from a one-process run). Use batches of at least N rows.
 """
 
 

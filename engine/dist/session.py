@@ -52,6 +52,7 @@ class Distributed:
             self.shard_tables = cfg.shard_tables
         if self.shard_tables and cfg.audit:
             raise ValueError("--audit is not available with --shard-tables (each rank sees only its rows' clips)")
+        self.check_every = cfg.check_replicas_every
         cfg.dist, cfg.ranks, cfg.shard_tables = "mpi", self.size, self.shard_tables
 
     def agree(self, value):
