@@ -56,6 +56,10 @@ class RunConfig:
     log: bool = False        # per-parameter norms in metrics.jsonl (the reference's --log)
     profile: bool = False    # profile steps 80-100 into profile.txt (the reference's --profile)
     opt: str = "adam"
+    dist: str = "none"                # none | mpi (engine/dist)
+    shard_tables: bool = False        # row-sharded tables over the ranks
+    ranks: int = 1                    # N, recorded so that --resume runs on as many
+    check_replicas_every: int = 50    # digest comparison of the replicas every K steps
 
 
 def resolve(opts: dict, explicit: frozenset = frozenset()) -> tuple[RunConfig, Path]:
@@ -89,7 +93,9 @@ def resolve(opts: dict, explicit: frozenset = frozenset()) -> tuple[RunConfig, P
                     eval_every=opts["eval_every"], log_every=log_every,
                     checkpoint_every=opts["checkpoint_every"], audit=opts["audit"], split=split,
                     max_steps=opts["max_steps"], early_stop=opts.get("early_stop") or 0,
-                    log=bool(opts.get("log")), profile=bool(opts.get("profile")), opt=opts.get("opt") or "adam")
+                    log=bool(opts.get("log")), profile=bool(opts.get("profile")), opt=opts.get("opt") or "adam",
+                    dist=opts.get("dist", "none"), shard_tables=opts.get("shard_tables", False),
+                    check_replicas_every=opts.get("check_replicas_every", 50))
     out = Path(opts["out"] or f"runs/{model}-bs{opts['bs']}-{time.strftime('%Y%m%d-%H%M%S')}")
     rule = cfg.scale_rule + (f" -> {rule_used}" if cfg.scale_rule == "auto" else "")
     print(f"model {model}, batch {cfg.bs}, {epochs} epochs, scale rule {rule} from base batch "

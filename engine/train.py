@@ -20,6 +20,7 @@ train.py's flags are accepted as it spells them (--lr_embed, --init_stddev, ...)
 """
 import cProfile
 import io
+import contextlib
 import json
 import math
 import pstats
@@ -79,6 +80,12 @@ class Job:
     samples: int = 0                # samples trained on in this process
     train_seconds: float = 0.0      # time inside take_step in this process
     started: float = field(default_factory=time.perf_counter)
+    dist: object = None             # engine.dist.session.Distributed under --dist mpi, else None
+
+    @property
+    def writes(self) -> bool:
+        """Only one process (rank 0 of an MPI run) writes files and prints progress."""
+        return self.dist is None or self.dist.is_root
 
     @property
     def metrics_path(self) -> Path:
@@ -89,10 +96,11 @@ class Job:
         return self.samples / max(self.train_seconds, 1e-9)
 
 
-def run(cfg: RunConfig, out: Path, resume: bool, clip_rule: ClipRule = COWCLIP) -> dict:
+def run(cfg: RunConfig, out: Path, resume: bool, clip_rule: ClipRule = COWCLIP, dist=None) -> dict:
     """Train and evaluate as cfg says, in run directory `out`. clip_rule: CowClip, or one of the
-    scaling study's ablations (engine/cowclip.py)."""
-    job, position = prepare(cfg, out, resume, clip_rule)
+    scaling study's ablations (engine/cowclip.py). dist: engine.dist's Distributed for this rank of
+    an MPI run, or None."""
+    job, position = prepare(cfg, out, resume, clip_rule, dist)
     steps_per_epoch = job.reader.steps_per_epoch
     last_eval = None
     epoch = position["epoch"]
@@ -118,11 +126,15 @@ def run(cfg: RunConfig, out: Path, resume: bool, clip_rule: ClipRule = COWCLIP) 
     if job.early is not None:
         final = {**best_test_metrics(job), "last": last_eval, "steps": job.global_step,
                  "stopped_early": job.stopped, "wall_seconds": final["wall_seconds"]}
-    (out / "final_metrics.json").write_text(json.dumps(json_safe(final), indent=2, allow_nan=False))
+    if dist:
+        final.update(dist.summary(job.params, job.state))
+    if job.writes:
+        (out / "final_metrics.json").write_text(json.dumps(json_safe(final), indent=2, allow_nan=False))
     return final
 
 
-def prepare(cfg: RunConfig, out: Path, resume: bool, clip_rule: ClipRule = COWCLIP) -> tuple[Job, dict]:
+def prepare(cfg: RunConfig, out: Path, resume: bool, clip_rule: ClipRule = COWCLIP,
+            dist=None) -> tuple[Job, dict]:
     """Backend, data, model and the parameters to start from. -> (job, position in the data)."""
     from dataio.meta import load_meta
     from dataio.reader import read_split
@@ -138,30 +150,40 @@ def prepare(cfg: RunConfig, out: Path, resume: bool, clip_rule: ClipRule = COWCL
                                                        init_stddev=cfg.init_stddev))
     if cfg.opt not in OPTIMIZERS:   # a saved config.json (--resume) can carry anything
         raise ValueError(f"--opt {cfg.opt}: not implemented; the engine has {', '.join(OPTIMIZERS)}")
+    if dist:
+        dist.attach(model, kernels)   # one GPU per rank, host staging, the table shards' routing
     xp = kernels.xp
     from dataio.device_reader import train_reader
     reader = train_reader(cfg.data, cfg.bs, cfg.seed, xp)     # on a GPU the split stays there if it fits
     check_set_up(cfg, model, reader, meta, xp)
+    if dist:
+        reader = dist.wrap_reader(reader)   # this rank's rows of each global batch
     step_config = StepConfig(lr=cfg.hp["lr"], lr_embed=cfg.hp["lr_embed"], l2=cfg.hp["l2"], clip=cfg.hp["clip"],
                              bound=cfg.hp["bound"], clip_form=cfg.clip_form, embed_optim=cfg.embed_optim,
                              warmup_updates=int(cfg.hp["warmup"] * reader.steps_per_epoch), rule=clip_rule)
-    refuse_links(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps({**asdict(cfg), "step_config": asdict(step_config),
-                                                 "schema": asdict(schema), "device_line": device_line,
-                                                 "data_fingerprint": fingerprint}, indent=2, default=str))
+    writes = dist is None or dist.is_root
+    if writes:
+        refuse_links(out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps({**asdict(cfg), "step_config": asdict(step_config),
+                                                     "schema": asdict(schema), "device_line": device_line,
+                                                     "data_fingerprint": fingerprint}, indent=2, default=str))
     test = {k: xp.asarray(v) for k, v in read_split(cfg.data, "test").items() if k in ("sparse", "dense", "label")}
     rng = np.random.default_rng(cfg.seed)
     if resume:
-        params, state, position = resume_from_checkpoint(out, model, xp)
+        params, state, position = resume_from_checkpoint(out, model, xp, writes)
         rng.bit_generator.state = position["rng"]
     else:
         params = {k: xp.asarray(v) for k, v in model.init_params(cfg.seed).items()}
         state = AdamState.zeros_like(params, xp)
         position = {"epoch": 0, "step_in_epoch": 0, "global_step": 0}
-        (out / "metrics.jsonl").write_text("")
+        if writes:
+            (out / "metrics.jsonl").write_text("")
+    if dist:
+        params, state = dist.place(params, state)   # --shard-tables: this rank's rows of the tables
     job = Job(cfg, out, model, kernels, reader, step_config, params, state, rng, test, meta.get("bayes", {}),
-              global_step=position["global_step"], checkpoint_step=position["global_step"] if resume else None)
+              global_step=position["global_step"], checkpoint_step=position["global_step"] if resume else None,
+              dist=dist)
     print(describe_model(cfg.model, params))
     if cfg.early_stop:
         job.valid = {k: xp.asarray(v) for k, v in read_split(cfg.data, "valid").items()
@@ -186,14 +208,15 @@ def check_set_up(cfg: RunConfig, model, reader, meta: dict, xp) -> None:
     check_fits(parts, xp)
 
 
-def resume_from_checkpoint(out: Path, model, xp) -> tuple[dict, AdamState, dict]:
+def resume_from_checkpoint(out: Path, model, xp, writes: bool = True) -> tuple[dict, AdamState, dict]:
     """The checkpoint in `out` (after finishing an interrupted swap), checked against the model, and
-    metrics.jsonl cut back to its step. -> (params, Adam state, position)."""
-    recovered = recover_checkpoint(out)
+    metrics.jsonl cut back to its step. -> (params, Adam state, position). writes: this process may
+    change the run directory (under MPI, rank 0 alone; the others only read)."""
+    recovered = recover_checkpoint(out) if writes else None
     if recovered:
         print(f"{out}: {recovered}")
     params, state, position = load_checkpoint(out, xp.asarray, param_shapes(model))
-    dropped = truncate_metrics(out / "metrics.jsonl", position["global_step"])
+    dropped = truncate_metrics(out / "metrics.jsonl", position["global_step"]) if writes else 0
     print(f"resumed from {out / 'checkpoint'} at epoch {position['epoch'] + 1}, step {position['step_in_epoch']} "
           f"(global step {position['global_step']})" + (f"; dropped {dropped} metrics.jsonl line(s) logged "
                                                         f"after it" if dropped else ""))
@@ -230,7 +253,9 @@ def take_step(job: Job, batch, epoch: int, step_in_epoch: int) -> tuple[float, d
     """Loss and gradients of one batch, then Algorithm 1's update (engine/step.py). -> (loss, step info)."""
     t0 = time.perf_counter()
     model, params, kernels = job.model, job.params, job.kernels
-    if job.cfg.accum > 1:
+    if job.dist:   # this rank's rows -> the global batch's loss and gradients, the same on every rank
+        loss, grads = job.dist.loss_and_grads(model, params, batch, kernels, job.rng, job.cfg.accum)
+    elif job.cfg.accum > 1:
         loss, grads = accumulated_loss_and_grads(model, params, batch, job.cfg.accum, kernels, job.rng)
     else:
         loss, grads = model.loss(params, batch, kernels, training=True, rng=job.rng)
@@ -243,9 +268,11 @@ def take_step(job: Job, batch, epoch: int, step_in_epoch: int) -> tuple[float, d
         stop_diverged(job, f"{len(bad)} parameter or Adam moment array(s) hold inf or nan after the update "
                            f"({', '.join(bad[:3])})", epoch, step_in_epoch)
     job.global_step += 1
+    if job.dist:
+        job.dist.after_step(params, job.state, job.global_step)   # replicas compared every K steps
     job.steps_run += 1
     job.train_seconds += time.perf_counter() - t0
-    job.samples += int(batch.label.shape[0])
+    job.samples += job.dist.last_global_rows if job.dist else int(batch.label.shape[0])
     if job.cfg.log and job.global_step % job.cfg.log_every == 0:
         info.update(parameter_norms(params, grads, job.state))
     return loss, info
@@ -311,6 +338,8 @@ def _append(path: Path, record: dict) -> None:
 
 
 def log_step(job: Job, epoch: int, loss: float, running: list, info: dict) -> None:
+    if not job.writes:
+        return
     record = {"type": "step", "epoch": epoch + 1, "step": job.global_step, "loss": loss,
               "running_loss": float(np.mean(running[-50:])), "lr": info["lr"],
               "lr_embed": job.step_config.lr_embed, "samples_per_s": job.samples_per_s,
@@ -320,6 +349,8 @@ def log_step(job: Job, epoch: int, loss: float, running: list, info: dict) -> No
 
 
 def show_progress(job: Job, epoch: int, step: int, loss: float) -> None:
+    if not job.writes:
+        return
     steps, bar_width = job.reader.steps_per_epoch, 20
     done = int(bar_width * step / max(steps, 1))
     eta = eta_seconds(job.steps_run, total_steps(job) - (job.global_step - job.steps_run), job.train_seconds)
@@ -335,7 +366,7 @@ def show_progress(job: Job, epoch: int, step: int, loss: float) -> None:
 def evaluate_now(job: Job, epoch: int) -> dict:
     """Test metrics of the current parameters, logged and printed. -> the record."""
     t0 = time.perf_counter()
-    result = evaluate(job.model, job.params, job.test, job.kernels)
+    result = (job.dist.evaluate if job.dist else evaluate)(job.model, job.params, job.test, job.kernels)
     record = {"type": "eval", "epoch": epoch + 1, "step": job.global_step, **result,
               "eval_seconds": time.perf_counter() - t0, "elapsed": time.perf_counter() - job.started,
               "samples_per_s": job.samples_per_s}
@@ -344,7 +375,8 @@ def evaluate_now(job: Job, epoch: int) -> dict:
         record["bayes_auc"], record["bayes_logloss"] = bayes.get("test_auc"), bayes.get("test_logloss")
     if job.early is not None:
         observe_valid(job, epoch, record)
-    _append(job.metrics_path, record)
+    if job.writes:
+        _append(job.metrics_path, record)
     beside = f"  (Bayes-optimal AUC {bayes['test_auc']:.4f}, logloss {bayes['test_logloss']:.4f})" if bayes else ""
     print(f"[eval] epoch {epoch + 1} step {job.global_step}: test AUC {_auc_text(result)}, logloss "
           f"{_number(result['logloss'])}, NE {_number(result['ne'])}, calibration {_number(result['calibration'])}"
@@ -396,7 +428,9 @@ def save(job: Job, epoch: int, step_in_epoch: int) -> None:
     if step_in_epoch == job.reader.steps_per_epoch:
         epoch, step_in_epoch = epoch + 1, 0
     position = {"epoch": epoch, "step_in_epoch": step_in_epoch, "global_step": job.global_step}
-    save_checkpoint(job.out, job.params, job.state, position, job.rng.bit_generator.state, job.kernels.to_host)
+    params, state = job.dist.full_state(job.params, job.state) if job.dist else (job.params, job.state)
+    if job.writes:   # rank 0, with whole tables gathered from the shards
+        save_checkpoint(job.out, params, state, position, job.rng.bit_generator.state, job.kernels.to_host)
     job.checkpoint_step = job.global_step
 
 
@@ -471,25 +505,49 @@ def _both(name: str, *more, **kwargs):
        help="re-run a saved RUN/config.json; flags given on the command line win over it")
 @_both("checkpoint_every", default=0, type=COUNT, help="also checkpoint every N steps (always at epoch ends)")
 @_both("max_steps", default=0, type=COUNT, help="stop after N steps (0: run all epochs)")
+@_both("dist", default="none", show_default=True, type=click.Choice(["none", "mpi"]),
+       help="mpi: data-parallel over the ranks of `mpiexec -n N` (engine/dist; pip install -e '.[mpi]')")
+@_both("shard_tables", is_flag=True, help="with --dist mpi: rank r holds the table rows with row %% N == r")
+@_both("check_replicas_every", default=50, show_default=True, type=COUNT,
+       help="with --dist mpi: compare the replicas' digests every K steps (0: never)")
 @click.pass_context
 def main(ctx, **opts):
     """Train a CTR model with CowClip and evaluate it on the test split."""
     overwrite = opts.pop("overwrite")
+    dist = None
     try:
+        dist = _connect(opts)
+        root = dist is None or dist.is_root   # under MPI rank 0 alone claims, locks and writes the run directory
         opts = apply_config_file(ctx, opts)
-        if opts["out"]:   # first, so that a run already there is refused before any other check
+        if opts["out"] and root:   # first, so that a run already there is refused before any other check
             claim_run_dir(Path(opts["out"]), opts["resume"], overwrite)
         cfg, out = resolve(opts, explicit_options(ctx, opts))
-        if not opts["out"]:
+        if dist:
+            if cfg.early_stop:
+                raise ValueError("--early-stop with --dist mpi is not supported: train on one process to use it")
+            dist.settle(cfg, opts["resume"])
+            out = dist.agree(out)   # rank 0's run directory (its default name has the time in it)
+        elif opts["resume"] and cfg.ranks > 1:
+            from engine.dist import refuse_resume_without_mpi
+
+            refuse_resume_without_mpi(cfg)
+        if not opts["out"] and root:
             claim_run_dir(out, opts["resume"], overwrite)
-        with locked(out):
-            if overwrite:
+        with locked(out) if root else contextlib.nullcontext():
+            if overwrite and root:
                 clear_run_files(out)
             if opts["resume"]:
-                refuse_finished_run(out, cfg)
-            final = run(cfg, out, opts["resume"])
-    except (ValueError, FileNotFoundError, KeyError, RuntimeError, OSError) as error:
-        raise TrainingError(str(error).strip().splitlines()[0] if str(error).strip() else repr(error))
+                refuse_finished_run(out, cfg, root)
+            if dist:
+                dist.comm.barrier()   # the other ranks read the run directory once rank 0 has recovered it
+            final = run(cfg, out, opts["resume"], dist=dist)
+    except (ValueError, FileNotFoundError, KeyError, RuntimeError, OSError, TrainingError) as error:
+        message = error.message if isinstance(error, TrainingError) else (
+            str(error).strip().splitlines()[0] if str(error).strip() else repr(error))
+        if dist and dist.size > 1:   # the other ranks may wait in a collective: stop them all
+            click.echo(f"Error (rank {dist.rank}): {message}", err=True)
+            dist.comm.abort(1)
+        raise TrainingError(message)
     except MemoryError as error:  # the estimate (engine/footprint.py) is a lower bound; this is the rest
         raise TrainingError(f"out of memory: {str(error).strip() or 'an allocation failed'}; use a smaller --bs "
                             f"or --sparse_embed_dim, or --accum")
@@ -505,9 +563,10 @@ def explicit_options(ctx: click.Context, opts: dict) -> frozenset:
     return frozenset(name for name in opts if ctx.get_parameter_source(name) in given)
 
 
-def refuse_finished_run(out: Path, cfg: RunConfig) -> None:
-    """--resume of a run whose checkpoint is at the end of its last epoch: nothing is left to train."""
-    recovered = recover_checkpoint(out)
+def refuse_finished_run(out: Path, cfg: RunConfig, root: bool = True) -> None:
+    """--resume of a run whose checkpoint is at the end of its last epoch: nothing is left to train.
+    root: this process may finish an interrupted checkpoint swap (under MPI, rank 0 alone)."""
+    recovered = recover_checkpoint(out) if root else None
     if recovered:
         print(f"{out}: {recovered}")
     state = out / "checkpoint" / "state.json"
@@ -529,6 +588,15 @@ def apply_config_file(ctx: click.Context, opts: dict) -> dict:
     given = {name for name in opts
              if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}
     return options_from_config(opts, path, given)
+
+
+def _connect(opts: dict):
+    """--dist mpi -> engine.dist's Distributed for this rank; --dist none imports no MPI."""
+    if opts["dist"] == "none" and not opts["shard_tables"]:
+        return None
+    from engine.dist import connect
+
+    return connect(opts["dist"], opts["shard_tables"], opts["check_replicas_every"])
 
 
 if __name__ == "__main__":
