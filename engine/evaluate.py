@@ -23,7 +23,7 @@ from engine.checkpoint import load_checkpoint
 from engine.errors import TrainingError
 from engine.footprint import param_shapes
 from engine.layers.loss import sigmoid
-from engine.metrics import all_metrics
+from metrics import all_metrics
 from models import ModelConfig, Schema, build_model
 
 
@@ -39,7 +39,7 @@ def predict(model, params, arrays: dict, kernels, batch_size: int = 65536):
 
 
 def evaluate(model, params, arrays: dict, kernels) -> dict:
-    """-> {"auc", "logloss", "ne", "calibration"} of the model on `arrays` (engine/metrics.py); a metric
+    """-> {"auc", "logloss", "ne", "calibration"} of the model on `arrays` (metrics.py); a metric
     without meaning is None, and "auc_undefined" says why AUC is."""
     return scores(arrays["label"], predict(model, params, arrays, kernels))
 

@@ -15,8 +15,8 @@ from engine.runtime import configure_process
 
 
 def _perturbing(prepare, rank):
-    def wrapped(cfg, out, resume, dist=None):
-        job, position = prepare(cfg, out, resume, dist)
+    def wrapped(cfg, out, resume, clip_rule=train.COWCLIP, dist=None):
+        job, position = prepare(cfg, out, resume, clip_rule, dist)
         if dist is not None and dist.rank == rank:
             job.params["bias"][0] += 1e-9
         return job, position

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from engine import train
 from engine.early_stop import EarlyStopping
-from engine.metrics import calibration, normalized_entropy
+from metrics import calibration, normalized_entropy
 from engine.progress import eta_seconds, format_duration, numba_kernels_cached
 
 TINY = ["--device", "cpu", "--warmup", "0"]

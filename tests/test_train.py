@@ -10,7 +10,7 @@ from engine import train
 from engine.accumulate import accumulated_loss_and_grads
 from engine.backend import get_backend
 from engine.checkpoint import load_checkpoint
-from engine.metrics import auc, logloss
+from metrics import auc, logloss
 from models import ModelConfig, Schema, build_model
 from validate.gradcheck import check_batch
 

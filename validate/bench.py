@@ -185,7 +185,7 @@ def _fmt_bytes(n: float) -> str:
     return f"{n / 2**30:.2f} GiB"
 
 
-@click.command()
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--models", "models_opt", default="deepfm", show_default=True,
               help="comma-separated model names, or 'all'")
 @click.option("--vocab", type=click.Choice(["small", "criteo", "both"]), default="both", show_default=True)

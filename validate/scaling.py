@@ -80,10 +80,11 @@ PRESETS = {
     # reference's Criteo base at 1K, dense-table Adam, the four rules and cowclip_noclip at 1K..128K;
     # a second seed for every 128K cell and for the 1K baseline they are paired with. Epochs: none
     # fixed; validate/budget.py fits the grid into budget_s of H200 time (8 minutes) from the measured
-    # step times, and prints how. At 36M training rows one full epoch of this grid is about 29 minutes
-    # (the four 1K runs are 73 % of it), so the 8 minutes buy one pass over about a fifth of the
-    # training rows for every run; --epochs N overrides the plan (N full epochs).
-    "gpu": dict(rows=40_000_000, max_vocab=300_000, test_fraction=0.1, base_bs=1024,
+    # step times, and prints how. At 36M training rows and Criteo's V = 33.8M (whose dense-table Adam
+    # adds 10.9 ms a step) one full epoch of this grid is about 60 minutes (the four 1K runs are 78 % of
+    # it), so the 8 minutes buy one pass over a tenth of the training rows for every run; --epochs N
+    # overrides the plan (N full epochs).
+    "gpu": dict(rows=40_000_000, vocab="criteo", max_vocab=300_000, test_fraction=0.1, base_bs=1024,
                 batch_sizes=(1024, 8192, 32768, 131072), epochs=None, budget_s=480.0,
                 grids=[dict(rules=GPU_RULES, embed_optims=("dense",), init_stddevs=(1e-2,)),
                        dict(rules=("none",), embed_optims=("dense",), init_stddevs=(1e-2,), batch_sizes="base",
@@ -111,14 +112,16 @@ LEGACY_DEFAULTS = {"train_fraction": 1.0, "embed_dim": 10, "dropout": 0.0, "data
 # the data
 
 
-def synthetic_data(cache: str | None, rows: int, max_vocab: int, test_fraction: float) -> str:
+def synthetic_data(cache: str | None, rows: int, max_vocab: int, test_fraction: float,
+                   vocab: str = "geomspace") -> str:
     """The grid's synthetic set (Criteo's 26 sparse and 13 dense fields, the planted model of
-    dataio.synthetic, Bayes-optimal test AUC in meta.json), generated once into the cache.
-
-    The one place a preset's data is built: point it at a faster generator here."""
+    dataio.synthetic, Bayes-optimal test AUC in meta.json), generated once into the cache by the
+    parallel chunked generator. vocab "criteo": Criteo Kaggle's 26 vocabulary sizes (V = 33.8M);
+    "geomspace": log-spaced sizes up to max_vocab (the built-in set's shape)."""
     from dataio.synthetic import ensure_default
 
-    return str(ensure_default(cache, rows=rows, max_vocab=max_vocab, test_fraction=test_fraction))
+    shape = {"vocab": "criteo"} if vocab == "criteo" else {"max_vocab": max_vocab}
+    return str(ensure_default(cache, rows=rows, test_fraction=test_fraction, **shape))
 
 
 def data_id(meta: dict) -> str | None:
@@ -737,6 +740,8 @@ def main(preset, out, model, data, dataset, rows, max_vocab, cache, batch_sizes,
     overrides = {"batch_sizes": _list(batch_sizes, int), "epochs": epochs, "base_bs": base_bs, "rows": rows,
                  "max_vocab": max_vocab}
     grid.update({k: v for k, v in overrides.items() if v is not None})
+    if max_vocab is not None:   # an explicit largest vocabulary asks for the log-spaced shape
+        grid["vocab"] = "geomspace"
     sub = {"rules": _list(rules, str), "embed_optims": _list(embed_optim, str),
            "init_stddevs": _list(init_stddev, float)}
     if any(v is not None for v in sub.values()):  # one sub-grid; what is not given comes from the first
@@ -752,10 +757,12 @@ def main(preset, out, model, data, dataset, rows, max_vocab, cache, batch_sizes,
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--model")
     if data is None:
-        click.echo(f"data: synthetic, {grid['rows']:,} rows, largest vocabulary {grid['max_vocab']:,} "
-                   f"(generated once into the cache)")
+        shape = ("Criteo Kaggle's 26 vocabularies" if grid.get("vocab") == "criteo"
+                 else f"largest vocabulary {grid['max_vocab']:,}")
+        click.echo(f"data: synthetic, {grid['rows']:,} rows, {shape} (generated once into the cache)")
         started = time.perf_counter()
-        data = synthetic_data(cache, grid["rows"], grid["max_vocab"], grid["test_fraction"])
+        data = synthetic_data(cache, grid["rows"], grid["max_vocab"], grid["test_fraction"],
+                              grid.get("vocab", "geomspace"))
         click.echo(f"data ready in {time.perf_counter() - started:.0f} s")
         dataset = dataset or "synthetic"
     dataset = (dataset or "criteo_kaggle").lower()

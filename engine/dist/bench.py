@@ -103,7 +103,7 @@ def measure(data, model_name, bs, steps, shard_tables, embed_optim, embed_dim, s
             "bytes_sent_per_step_per_rank": per_rank, "is_root": dist.is_root}
 
 
-@click.command()
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--data", default=None, help="dataset directory (default: the built-in 4M-row synthetic set)")
 @click.option("--model", "model_name", default="deepfm", show_default=True)
 @click.option("--bs", default=16384, show_default=True, type=int, help="global batch")

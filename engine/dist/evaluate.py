@@ -1,6 +1,7 @@
 """Evaluation split over ranks: rank r predicts rows [r n / N, (r + 1) n / N) of the test split,
 the predictions are gathered in rank order (so in the split's row order, as one process has them)
-and rank 0 computes AUC and logloss over all n rows, which every rank then receives.
+and rank 0 computes the metrics over all n rows (engine.evaluate.scores: AUC, logloss, NE,
+calibration), which every rank then receives.
 
 With sharded tables the prediction of each chunk looks its rows up at their owners, so every rank
 runs the same number of chunks (some may be empty).
@@ -8,9 +9,8 @@ runs the same number of chunks (some may be empty).
 from dataio.reader import Batch
 from engine.dist.reader import rank_rows
 from engine.dist.sharded import compact_view
-from engine.evaluate import predict
+from engine.evaluate import predict, scores
 from engine.layers.loss import sigmoid
-from engine.metrics import auc, logloss
 
 CHUNK_ROWS = 65536   # engine.evaluate.predict's batch
 
@@ -29,13 +29,13 @@ def predict_sharded(tables, model, params, arrays: dict, kernels, rows_per_rank:
         unique, inverse, _ = kernels.index_ids(ids.reshape(-1), model.schema.total_rows)
         compact = tables.lookup(params, unique)
         view = compact_view(model, inverse.reshape(ids.shape))
-        logits = view.logits({**params, **compact}, part)
+        logits = view.logits({**params, **compact}, part, kernels)
         out.append(sigmoid(logits.astype(xp.float64)))
     return xp.concatenate(out)
 
 
 def evaluate_over_ranks(comm, model, params, arrays: dict, kernels, tables=None) -> dict:
-    """-> {"auc", "logloss"} over all test rows, the same on every rank."""
+    """-> engine.evaluate.scores over all test rows, the same on every rank."""
     n = arrays["label"].shape[0]
     lo, hi = rank_rows(n, comm.rank, comm.size)
     mine = {k: arrays[k][lo:hi] for k in ("sparse", "dense", "label")}
@@ -49,5 +49,5 @@ def evaluate_over_ranks(comm, model, params, arrays: dict, kernels, tables=None)
     if comm.is_root:
         label = kernels.to_host(arrays["label"])
         everything = kernels.to_host(everything)
-        result = {"auc": auc(label, everything), "logloss": logloss(label, everything)}
+        result = scores(label, everything)
     return comm.bcast_object(result)

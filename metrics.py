@@ -1,5 +1,8 @@
 """Evaluation metrics on host or device arrays (the same lines run on NumPy and CuPy).
 
+A top-level module of its own because both layers score predictions: the engine its evaluations,
+the data layer the Bayes-optimal predictor of a synthetic set (dataio imports nothing from engine).
+
     AUC     = (sum of the positives' ranks - P (P + 1) / 2) / (P N)     Mann-Whitney, ranks 1-based,
               tied scores share their average rank (so ties count 1/2, as scikit-learn's roc_auc_score)
     logloss = mean(-y ln p - (1 - y) ln(1 - p)),  p clipped to [1e-15, 1 - 1e-15]
@@ -11,7 +14,16 @@ P positives, N negatives, n = P + N rows.
 """
 import math
 
-from engine.kernels.common import array_module_of
+import numpy as np
+
+
+def array_module_of(array):
+    """numpy for host arrays, cupy for device arrays (as engine.kernels.common's, without its imports)."""
+    if isinstance(array, np.ndarray):
+        return np
+    import cupy
+
+    return cupy
 
 
 def auc(label, score) -> float:
