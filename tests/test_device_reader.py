@@ -7,30 +7,7 @@ import numpy as np
 import pytest
 
 from dataio.device_reader import DeviceBatchReader, split_bytes, train_reader
-from dataio.meta import write_meta
 from dataio.reader import BatchReader
-from dataio.shards import write_shard
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    """1,000 rows in 5 shards; sparse column 0 is the row index."""
-    d = tmp_path_factory.mktemp("device_reader")
-    n, shard = 1000, 230
-    names = []
-    for i, start in enumerate(range(0, n, shard)):
-        rows = np.arange(start, min(start + shard, n))
-        names.append(f"train-{i:05d}.h5")
-        write_shard(d / names[-1], np.stack([rows, rows % 7], axis=1),
-                    (rows[:, None] / n * np.ones((1, 2))).astype(np.float32), (rows % 2).astype(np.float32))
-    write_shard(d / "test-00000.h5", np.zeros((3, 2)), np.zeros((3, 2)), np.zeros(3))
-    write_meta(d, {"kind": "synthetic", "bayes": {"test_auc": 0.5, "test_logloss": 0.7},
-                   "sparse_features": [{"name": "row", "vocab_size": n}, {"name": "m7", "vocab_size": 7}],
-                   "dense_features": [{"name": "a", "transform": {}}, {"name": "b", "transform": {}}],
-                   "splits": {"train": {"rows": n, "shards": names},
-                              "test": {"rows": 3, "shards": ["test-00000.h5"]}},
-                   "source": {"path": None, "bytes": 0, "sha256": None}, "options": {}})
-    return d
 
 
 @pytest.mark.parametrize("shuffle, drop_last, batch_size", [(True, False, 128), (True, True, 128),
