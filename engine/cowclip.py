@@ -14,7 +14,8 @@ then the L2 term and Adam update w_k (engine/step.py calls the pieces below in t
 
     1. the constants        clip_constants: (r, bound) of either form -> (ratio, floor)
     2. the per-row rule     clip_scale: min(1, cnt * max(ratio ||w||, floor) / ||g||)
-    3. the absent rows      absent_row_scale: the reference form's clip of rows the batch lacks
+    3. the absent rows      absent_row_factor: the reference form's clipped L2 gradient of rows
+                            the batch lacks
     4. the L2 placement     l2_before_clip, clips_absent_rows
     5. the rule             ClipRule: CowClip and the authors' ablations as values of one type;
                             clip_rows applies it to a table's RowGrad
@@ -22,9 +23,9 @@ then the L2 term and Adam update w_k (engine/step.py calls the pieces below in t
 
 Which kernel computes what (all of them call the scalar helpers of 2 and 3, or vectorise them):
     clip_scale         engine/kernels/cowclip.py  cowclip_rows_{reference,cpu,cuda} (backend.cowclip_rows)
-    absent_row_scale   engine/kernels/adam.py     adam_table_{reference,cpu,cuda} (backend.adam_table):
+    absent_row_factor  engine/kernels/adam.py     adam_table_{reference,cpu,cuda} (backend.adam_table):
                        the dense-table Adam FUSES the absent-row clip into its pass over all V rows,
-                       calling absent_row_scale per row, so no [V, K] gradient is ever made.
+                       calling absent_row_factor per row, so no [V, K] gradient is ever made.
     group_clip         here, in NumPy/CuPy: the field and global ablations (not on a hot path).
 Words (tables, weights, features, Dense, embed_optim "dense"): see engine/step.py.
 """
@@ -34,6 +35,7 @@ from typing import Any
 
 import numba
 import numpy as np
+from numba import float64
 
 from engine.layers.embedding import RowGrad
 
@@ -81,13 +83,22 @@ def clip_scale(grad_norm, weight_norm, count, ratio, floor):
 # 3. the absent-row rule of the reference form. In `dense` embedding mode the reference's
 #    table-wide L2 penalty lambda * sum(W^2) gives every row of the table the gradient
 #    2 * lambda * w, and its train.py clips that whole gradient: a row absent from the batch is
-#    clipped as a row seen once (cnt = 1). The dense-table Adam fuses this per row.
+#    clipped as a row seen once (cnt = 1). The dense-table Adam (engine/kernels/adam.py, every
+#    backend) calls this per row, so no [V, K] gradient is ever made.
 
 
 @numba.njit(cache=True)
-def absent_row_scale(weight_norm, l2, ratio, floor):
-    """Clip scale of the L2-only gradient 2 * l2 * w of a row absent from the batch (cnt = 1)."""
-    return clip_scale(2.0 * l2 * weight_norm, weight_norm, 1.0, ratio, floor)
+def absent_row_factor(table, r, l2, clip_absent, ratio, floor):
+    """s such that row r of table [V, K], absent from the batch, has the gradient s * w_r:
+    2 * l2, times clip_scale of that gradient with cnt = 1 when clip_absent. Norm in float64."""
+    s = 2.0 * l2
+    if clip_absent:
+        weight_sq = 0.0
+        for c in range(table.shape[1]):
+            weight_sq += float64(table[r, c]) ** 2      # float64(): see engine/kernels/common.py
+        weight_norm = math.sqrt(weight_sq)
+        s *= clip_scale(s * weight_norm, weight_norm, 1.0, ratio, floor)
+    return s
 
 
 # --------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ Symbols: V table rows, K embedding dim, U unique ids in the batch.
          c. g_k += 2 lambda w_k         otherwise                     (paper form)
          d. Adam with the embedding lr: `lazy` on the batch's rows, `dense` on every row; an
             absent row's gradient is 2 lambda w, clipped as seen once if clips_absent_rows(form)
-            (engine.cowclip.absent_row_scale, fused into the table Adam kernel)
+            (engine.cowclip.absent_row_factor, fused into the table Adam kernel)
 
 Words, one meaning each, in the engine and the models:
     tables       the embedding tables, embed.table (V, K) and linear.table (V, 1): RowGrad gradients,

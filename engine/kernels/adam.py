@@ -12,20 +12,21 @@ The update is Keras's Adam (the reference code's optimizer), per element:
 `adam_table` (dense) touches all V rows, as Keras does when an L2 penalty lambda * sum(W^2)
 makes the table's gradient dense: a row of the batch gets its given gradient row (L2 and clip
 already applied by the caller), any other row gets 2 * lambda * w, clipped as a row seen once
-when `clip_absent` is set (the reference form clips the whole table's gradient). That clip is
-`engine.cowclip.absent_row_scale`, fused here into the pass over all V rows; absent_ratio 0 is a
-real value: a threshold of the floor alone.
+when `clip_absent` is set (the reference form clips the whole table's gradient). That gradient,
+s * w, is `engine.cowclip.absent_row_factor` (the rule's one home), fused here into the pass over
+all V rows; absent_ratio 0 is a real value: a threshold of the floor alone.
 
 Layout: NumPy reference, Numba CPU version, Numba CUDA version with its launcher; the CPU and
-CUDA kernels share `adam_element` and `engine.cowclip.absent_row_scale`, except the CPU
+CUDA kernels share `adam_element` and `engine.cowclip.absent_row_factor`, except the CPU
 dense-table kernel, which computes in the table's dtype (`adam_element_typed`) for speed.
+The CUDA table kernel holds nothing in a local array (no stack frame: tests/test_cuda_ptx.py).
 """
 import math
 
 import numba
 import numpy as np
 
-from engine.cowclip import absent_row_scale
+from engine.cowclip import absent_row_factor
 from engine.kernels.common import array_module_of, cuda, float64, for_cuda, launch
 
 
@@ -40,22 +41,20 @@ def adam_element(w, m, v, g, lr_t, beta1, beta2, eps):
 @numba.njit(cache=True)
 def update_table_row(table, m, v, r, u, row_grads, l2, clip_absent, absent_ratio, absent_floor,
                      lr_t, beta1, beta2, eps):
-    """Adam on table row r: gradient row u if r is in the batch (u >= 0), else its L2 term
-    (clipped by engine.cowclip.absent_row_scale when clip_absent)."""
+    """Adam on table row r: gradient row u if r is in the batch (u >= 0), else
+    engine.cowclip.absent_row_factor * w. Loads are float64(): float64 arithmetic on the GPU and
+    in the simulator alike (engine/kernels/common.py)."""
     if u >= 0:
         for c in range(table.shape[1]):
             table[r, c], m[r, c], v[r, c] = adam_element(
-                table[r, c], m[r, c], v[r, c], row_grads[u, c], lr_t, beta1, beta2, eps)
+                float64(table[r, c]), float64(m[r, c]), float64(v[r, c]), float64(row_grads[u, c]),
+                lr_t, beta1, beta2, eps)
         return
-    s = 2.0 * l2
-    if clip_absent:
-        weight_sq = 0.0
-        for c in range(table.shape[1]):
-            weight_sq += float64(table[r, c]) ** 2
-        s *= absent_row_scale(math.sqrt(weight_sq), l2, absent_ratio, absent_floor)
+    s = absent_row_factor(table, r, l2, clip_absent, absent_ratio, absent_floor)
     for c in range(table.shape[1]):
+        w = float64(table[r, c])
         table[r, c], m[r, c], v[r, c] = adam_element(
-            table[r, c], m[r, c], v[r, c], s * table[r, c], lr_t, beta1, beta2, eps)
+            w, float64(m[r, c]), float64(v[r, c]), s * w, lr_t, beta1, beta2, eps)
 
 
 # --------------------------------------------------------------------------------------------
@@ -72,7 +71,7 @@ def adam_rows_reference(table, m, v, ids, row_grads, lr_t, beta1, beta2, eps):
 def adam_table_reference(table, m, v, ids, row_grads, l2, clip_absent, absent_ratio, absent_floor,
                          lr_t, beta1, beta2, eps):
     g = 2.0 * l2 * table                                            # (V, K)
-    if clip_absent:  # engine.cowclip.absent_row_scale, vectorised
+    if clip_absent:  # engine.cowclip.absent_row_factor, vectorised
         weight_norm = np.linalg.norm(table.astype(np.float64), axis=1)   # (V,)
         threshold = np.maximum(absent_ratio * weight_norm, absent_floor)
         grad_norm = 2.0 * l2 * weight_norm
@@ -125,13 +124,7 @@ def _adam_table_cpu(table, m, v, position, row_grads, l2, clip_absent, absent_ra
                 table[r, c], m[r, c], v[r, c] = adam_element_typed(
                     table[r, c], m[r, c], v[r, c], row_grads[u, c], lr, b1, omb1, b2, omb2, ep)
             continue
-        scale = 1.0
-        if clip_absent:
-            weight_sq = 0.0
-            for c in range(K):
-                weight_sq += float64(table[r, c]) ** 2
-            scale = absent_row_scale(math.sqrt(weight_sq), l2, absent_ratio, absent_floor)
-        s = cast(2.0 * l2 * scale)
+        s = cast(absent_row_factor(table, r, l2, clip_absent, absent_ratio, absent_floor))
         for c in range(K):
             table[r, c], m[r, c], v[r, c] = adam_element_typed(
                 table[r, c], m[r, c], v[r, c], s * table[r, c], lr, b1, omb1, b2, omb2, ep)
@@ -168,12 +161,11 @@ class TableAdam:
 
 # --------------------------------------------------------------------------------------------
 # Numba CUDA: one thread per element for rows, one thread per row for the table (the absent
-# rows' clip needs the row norm).
+# rows' clip needs the row norm; the row is read a second time for the update, from the cache).
 
 
 _adam_element_device = for_cuda(adam_element)
 _update_table_row_device = for_cuda(update_table_row)
-_absent_row_scale_device = for_cuda(absent_row_scale)
 
 
 @cuda.jit
@@ -185,7 +177,8 @@ def _adam_rows_kernel(table, m, v, ids, row_grads, lr_t, beta1, beta2, eps):
         c = t - u * k
         r = ids[u]
         table[r, c], m[r, c], v[r, c] = _adam_element_device(
-            table[r, c], m[r, c], v[r, c], row_grads[u, c], lr_t, beta1, beta2, eps)
+            float64(table[r, c]), float64(m[r, c]), float64(v[r, c]), float64(row_grads[u, c]),
+            lr_t, beta1, beta2, eps)
 
 
 @cuda.jit
@@ -197,39 +190,10 @@ def _adam_table_kernel(table, m, v, position, row_grads, l2, clip_absent, absent
                                  clip_absent, absent_ratio, absent_floor, lr_t, beta1, beta2, eps)
 
 
-MAX_ROW_WIDTH = 64      # K up to which TableAdamCuda keeps a row in registers
-
-
-@cuda.jit
-def _adam_table_rows_kernel(table, m, v, position, row_grads, l2, clip_absent, absent_ratio, absent_floor,
-                            lr_t, beta1, beta2, eps):
-    """update_table_row with the row held in a local array: each row of table, m and v is read
-    once and written once (the absent rows' clip needs the row norm before the update)."""
-    r = cuda.grid(1)
-    K = table.shape[1]
-    if r < table.shape[0]:
-        w = cuda.local.array(MAX_ROW_WIDTH, float64)
-        weight_sq = 0.0
-        for c in range(K):
-            w[c] = float64(table[r, c])
-            weight_sq += w[c] * w[c]
-        u = position[r]
-        s = 0.0
-        if u < 0:
-            s = 2.0 * l2
-            if clip_absent:
-                s *= _absent_row_scale_device(math.sqrt(weight_sq), l2, absent_ratio, absent_floor)
-        for c in range(K):
-            g = float64(row_grads[u, c]) if u >= 0 else s * w[c]
-            table[r, c], m[r, c], v[r, c] = _adam_element_device(
-                w[c], float64(m[r, c]), float64(v[r, c]), g, lr_t, beta1, beta2, eps)
-
-
 class TableAdamCuda:
-    """`adam_table` on the GPU: `_adam_table_rows_kernel` with a [V] position map kept across
-    calls (all -1 between calls; a call sets and resets the batch's U entries), instead of a map
-    written in full each step (at V = 33.8M: 135 MB twice per table). Rows wider than
-    MAX_ROW_WIDTH go through `_adam_table_kernel`."""
+    """`adam_table` on the GPU: `_adam_table_kernel` with a [V] position map kept across calls
+    (all -1 between calls, also after a launch that raised; a call sets and resets the batch's U
+    entries), instead of a map written in full each step (at V = 33.8M: 135 MB twice per table)."""
 
     def __init__(self):
         self._position = None
@@ -242,10 +206,11 @@ class TableAdamCuda:
             self._position = xp.full(V, -1, dtype=xp.int32)
         position = self._position[:V]
         position[ids] = xp.arange(ids.shape[0], dtype=xp.int32)
-        kernel = _adam_table_rows_kernel if table.shape[1] <= MAX_ROW_WIDTH else _adam_table_kernel
-        launch(kernel, V, table, m, v, position, row_grads, l2, bool(clip_absent), absent_ratio, absent_floor,
-               lr_t, beta1, beta2, eps)
-        position[ids] = -1
+        try:
+            launch(_adam_table_kernel, V, table, m, v, position, row_grads, l2, bool(clip_absent),
+                   absent_ratio, absent_floor, lr_t, beta1, beta2, eps)
+        finally:
+            position[ids] = -1
 
 
 def adam_rows_cuda(table, m, v, ids, row_grads, lr_t, beta1, beta2, eps):
@@ -255,6 +220,7 @@ def adam_rows_cuda(table, m, v, ids, row_grads, lr_t, beta1, beta2, eps):
 
 def adam_table_cuda(table, m, v, ids, row_grads, l2, clip_absent, absent_ratio, absent_floor,
                     lr_t, beta1, beta2, eps):
+    """The table Adam with a position map made for this call (the tests' plain launcher)."""
     position = row_positions(array_module_of(table), table.shape[0], ids)
     launch(_adam_table_kernel, table.shape[0], table, m, v, position, row_grads, l2,
            bool(clip_absent), absent_ratio, absent_floor, lr_t, beta1, beta2, eps)
