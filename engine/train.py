@@ -31,7 +31,7 @@ from engine.run.directory import check_fingerprint, data_fingerprint, refuse_lin
 from engine.run.early_stop import EarlyStopping
 from engine.run.errors import TrainingError
 from engine.run.evaluations import best_test_metrics, evaluate_now
-from engine.run.guards import loss_problem, non_finite_state
+from engine.run.guards import divergence
 from engine.run.process import SingleProcess
 from engine.run.progress import compile_notice
 from engine.run.report import log_step, parameter_norms, profile_steps, show_progress
@@ -192,14 +192,10 @@ def take_step(job: Job, batch, epoch: int, step_in_epoch: int) -> tuple[float, d
     t0 = time.perf_counter()
     params, state = job.params, job.state
     loss, grads = job.process.loss_and_grads(job.model, params, batch, job.kernels, job.rng, job.cfg.accum)
-    problem = loss_problem(loss)
+    info = apply_gradients(job.model, params, grads, state, job.step_config, job.kernels, audit=job.cfg.audit)
+    loss, problem = divergence(loss, params, state, job.kernels.xp)     # the step's one read-back
     if problem:
         stop_diverged(job, problem, epoch, step_in_epoch)
-    info = apply_gradients(job.model, params, grads, state, job.step_config, job.kernels, audit=job.cfg.audit)
-    bad = non_finite_state(params, state, job.kernels.xp)
-    if bad:
-        stop_diverged(job, f"{len(bad)} parameter or Adam moment array(s) hold inf or nan after the update "
-                           f"({', '.join(bad[:3])})", epoch, step_in_epoch)
     job.global_step += 1
     job.process.after_step(params, state, job.global_step)   # under MPI, replicas compared every K steps
     job.steps_run += 1

@@ -115,7 +115,7 @@ class Distributed:
             loss, grads, tables = self._sharded_loss_and_grads(model, params, batch, kernels, rng, accum,
                                                                global_rows, lo)
         dense = sum_dense(self.comm, grads, table_names)
-        loss = float(self.comm.sum_fixed_order(np.asarray([loss], dtype=np.float64), kind="loss")[0])
+        loss = float(self.comm.sum_fixed_order(np.asarray([float(loss)], dtype=np.float64), kind="loss")[0])
         return loss, {**dense, **tables}
 
     def _sharded_loss_and_grads(self, model, params, batch, kernels, rng, accum, global_rows, lo):

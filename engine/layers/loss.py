@@ -5,6 +5,8 @@
 
 The max/abs form never exponentiates a large positive number, so it is finite for any z.
 """
+import numpy as np
+
 from dataio.arrays import array_module_of
 
 
@@ -15,10 +17,12 @@ def sigmoid(z):
 
 
 def bce_with_logits_forward(logits, labels):
-    """logits (B,), labels (B,) in {0, 1} -> scalar loss (a Python float)."""
+    """logits (B,), labels (B,) in {0, 1} -> scalar loss: a Python float on the host, a 0-d array on a
+    device (float() of it waits for the device; the training loop reads it with its divergence check)."""
     xp = array_module_of(logits)
     per_sample = xp.maximum(logits, 0) - logits * labels + xp.log1p(xp.exp(-xp.abs(logits)))
-    return float(per_sample.mean()), (logits, labels)
+    loss = per_sample.mean()
+    return (float(loss) if xp is np else loss), (logits, labels)
 
 
 def bce_with_logits_backward(cache):
