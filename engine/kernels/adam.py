@@ -38,6 +38,11 @@ def adam_element(w, m, v, g, lr_t, beta1, beta2, eps):
     return w, m, v
 
 
+# the absent-row rule as the kernels below call it: the compiled helper, or under the CUDA simulator
+# its Python function (engine/kernels/common.py `for_cuda`), which takes the simulator's arrays
+_absent_row_factor = for_cuda(absent_row_factor)
+
+
 @numba.njit(cache=True)
 def update_table_row(table, m, v, r, u, row_grads, l2, clip_absent, absent_ratio, absent_floor,
                      lr_t, beta1, beta2, eps):
@@ -50,7 +55,7 @@ def update_table_row(table, m, v, r, u, row_grads, l2, clip_absent, absent_ratio
                 float64(table[r, c]), float64(m[r, c]), float64(v[r, c]), float64(row_grads[u, c]),
                 lr_t, beta1, beta2, eps)
         return
-    s = absent_row_factor(table, r, l2, clip_absent, absent_ratio, absent_floor)
+    s = _absent_row_factor(table, r, l2, clip_absent, absent_ratio, absent_floor)
     for c in range(table.shape[1]):
         w = float64(table[r, c])
         table[r, c], m[r, c], v[r, c] = adam_element(

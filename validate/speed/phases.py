@@ -12,6 +12,9 @@ Phases, in exclusive time (a wrapped call inside another counts to its own phase
     adam_weights engine.step.update_weights                       L2 and Adam on the weights
     adam_tables  engine.step.update_tables, less cowclip          L2 and Adam on the tables
     other        the rest of the step: the linear part, the loss, concatenations, bookkeeping
+On a GPU every clock read is preceded by a device synchronize (`synchronizer`), so a phase's time
+is the work it launched, not the time to queue it; that adds a sync per wrapped call, so the timed
+step is slower than an untimed one by those waits.
 """
 from __future__ import annotations
 
@@ -39,7 +42,8 @@ STEP_PHASES = {"update_weights": "adam_weights", "update_tables": "adam_tables"}
 class PhaseTimer:
     """Wraps functions so that each call adds its exclusive wall time and a count to a phase."""
 
-    def __init__(self):
+    def __init__(self, synchronize=lambda: None):
+        self.synchronize = synchronize   # waits for the device before each clock read
         self.seconds: dict[str, float] = defaultdict(float)
         self.calls: Counter = Counter()
         self._nested: list[float] = []   # per open call: time spent in wrapped calls inside it
@@ -48,10 +52,12 @@ class PhaseTimer:
         @functools.wraps(function)
         def timed(*args, **kwargs):
             self._nested.append(0.0)
+            self.synchronize()
             t0 = time.perf_counter()
             try:
                 return function(*args, **kwargs)
             finally:
+                self.synchronize()
                 elapsed = time.perf_counter() - t0
                 inside = self._nested.pop()
                 self.seconds[phase] += elapsed - inside
@@ -62,12 +68,22 @@ class PhaseTimer:
         return timed
 
 
+def synchronizer(kernels):
+    """A function that waits for the device's queued work: CuPy's device synchronize on the cuda
+    backend with CuPy arrays, nothing on the host backends (and the simulator, which is synchronous)."""
+    if kernels.xp.__name__ != "cupy":
+        return lambda: None
+    import cupy
+
+    return cupy.cuda.Device().synchronize
+
+
 @contextmanager
 def timed_phases(model, kernels):
     """-> (timer, kernels with a timed cowclip_rows); the wrappers are removed on exit."""
     import engine.step
 
-    timer = PhaseTimer()
+    timer = PhaseTimer(synchronizer(kernels))
     undo = []
 
     def patch(owner, name, phase):
@@ -97,9 +113,11 @@ def phase_step(model, params, state, batch, config, kernels) -> tuple[float, dic
     import engine.step
 
     with timed_phases(model, kernels) as (timer, timed_kernels):
+        timer.synchronize()
         t0 = time.perf_counter()
         info = engine.step.train_step(model, params, state, batch, config, timed_kernels)
+        loss = float(info["loss"])
         total = time.perf_counter() - t0
     seconds = {p: timer.seconds.get(p, 0.0) for p in PHASES if p != "other"}
     seconds["other"] = total - sum(seconds.values())
-    return info["loss"], seconds, dict(timer.calls)
+    return loss, seconds, dict(timer.calls)
