@@ -7,10 +7,23 @@ image (numpy 2.5.2, numba-cuda 0.30.4) the first `@cuda.jit` launch died with
 `AttributeError: module 'numpy' has no attribute 'row_stack'`. Putting the alias back
 is exactly what numpy < 2.5 had, so it changes nothing for any other code.
 
+numba-cuda warns on every launch of fewer than 128 blocks ("Grid size ... will likely result in GPU
+under-utilization due to low occupancy"): at a small batch, or for the short launches that sum a
+bias gradient, that is every step. `quiet_low_occupancy` turns that warning off unless the user set
+NUMBA_CUDA_LOW_OCCUPANCY_WARNINGS; the roofline (validate/roofline.py) is where occupancy is judged.
+
 `engine/kernels/common.py`, the one module that imports `numba.cuda`, imports this first.
 Drop a shim once the numba-cuda it works around is no longer supported.
 """
+import os
+
 import numpy
+
+
+def quiet_low_occupancy() -> None:
+    """No low-occupancy warning per launch unless NUMBA_CUDA_LOW_OCCUPANCY_WARNINGS is set (read by
+    numba-cuda's config when numba.cuda is first imported, so this runs before that)."""
+    os.environ.setdefault("NUMBA_CUDA_LOW_OCCUPANCY_WARNINGS", "0")
 
 
 def restore_numpy_aliases() -> None:
@@ -20,3 +33,4 @@ def restore_numpy_aliases() -> None:
 
 
 restore_numpy_aliases()
+quiet_low_occupancy()
