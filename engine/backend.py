@@ -104,12 +104,10 @@ def _cpu_backend() -> Backend:
 def _cuda_backend() -> Backend:
     if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
         xp = np  # the simulator runs the CUDA kernels on host arrays
-        index_ids = scatter_add.index_ids_reference
     else:
         import cupy as xp
-
-        index_ids = scatter_add.index_ids_cuda
-    return Backend("cuda", xp, index_ids, scatter_add.scatter_add_rows_cuda,
+    ids = scatter_add.SortedIds()      # one sort of the batch's ids serves both tables' sums
+    return Backend("cuda", xp, ids.index_ids, ids.scatter_add_rows,
                    _in_place_with_scales(cowclip.cowclip_rows_cuda, xp),
                    adam.adam_rows_cuda, adam.TableAdamCuda(),
                    **{**PLAIN_DENSE_KERNELS,          # dx = dy W^T stays a cuBLAS GEMM

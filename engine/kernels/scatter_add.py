@@ -93,7 +93,7 @@ def scatter_add_rows_cpu(inverse: np.ndarray, src: np.ndarray, num_unique: int) 
 
 
 # --------------------------------------------------------------------------------------------
-# Numba CUDA: ids are indexed with CuPy's (sorted) unique. Rows are summed without atomics, as a
+# Numba CUDA: ids are indexed by one stable sort (`SortedIds`, unique ids sorted). Rows are summed without atomics, as a
 # segmented sum in a fixed order, so the same inputs give the same bits on every run and under
 # every launch configuration:
 #   order   = stable argsort of inverse: each unique row's entries, contiguous, in batch order
@@ -150,6 +150,8 @@ def _segment_sums_kernel(chunk_first, partial, rows):
 
 
 def index_ids_cuda(ids, num_rows: int):
+    """CuPy's unique (two host syncs, and a sort the segmented sums repeat): the plain form that
+    `SortedIds` replaces."""
     import cupy
 
     unique, inverse, counts = cupy.unique(ids, return_inverse=True, return_counts=True)
@@ -157,29 +159,75 @@ def index_ids_cuda(ids, num_rows: int):
 
 
 def segment_layout(xp, inverse, num_unique: int):
-    """-> order [N], starts [U+1], chunk_first [U+1], chunk_row [Q]: the fixed order of the sum.
+    """-> order [N], starts [U+1], chunk_first [U+1], chunk_row [Q]: the fixed order of the sum."""
+    order = xp.argsort(inverse, kind="stable")                                        # (N,)
+    starts = xp.searchsorted(inverse[order], xp.arange(num_unique + 1))              # (U+1,)
+    return (order, starts, *chunk_layout(xp, starts, inverse.shape[0]))
+
+
+def chunk_layout(xp, starts, n: int):
+    """starts [U+1] of the segments of N sorted entries -> chunk_first [U+1], chunk_row [Q].
 
     No value is read back to the host: Q is the bound U + N // L on the number of chunks
     (sum over u of ceil(n_u / L) <= sum of (n_u / L + 1)); chunks past the last are empty."""
-    n = inverse.shape[0]
-    order = xp.argsort(inverse, kind="stable")                                        # (N,)
-    starts = xp.searchsorted(inverse[order], xp.arange(num_unique + 1))              # (U+1,)
+    num_unique = starts.shape[0] - 1
     chunks = (starts[1:] - starts[:-1] + SEGMENT_CHUNK - 1) // SEGMENT_CHUNK          # (U,)
     chunk_first = xp.concatenate([xp.zeros(1, dtype=chunks.dtype), xp.cumsum(chunks)])  # (U+1,)
     num_chunks = num_unique + n // SEGMENT_CHUNK
     chunk_row = xp.searchsorted(chunk_first, xp.arange(num_chunks), side="right") - 1  # (Q,)
     chunk_row = xp.minimum(chunk_row, num_unique - 1)        # spare chunks: any valid row
-    return order, starts, chunk_first, chunk_row
+    return chunk_first, chunk_row
 
 
-def scatter_add_rows_cuda(inverse, src, num_unique: int, threads_per_block: int = THREADS_PER_BLOCK):
-    """src [N, C] -> rows [U, C] in src's dtype, deterministic (see the bound above)."""
+class SortedIds:
+    """`index_ids` and `scatter_add_rows` of the cuda backend sharing one stable sort of the batch's
+    ids, with one host read-back (U) per step.
+
+    index_ids: order = stable argsort of ids; the sorted ids' runs are the unique ids, in order, so
+    inverse[order[p]] = run of p, starts = first position of each run, counts = run lengths: what
+    np.unique returns (unique sorted). Since inverse is a non-decreasing function of the id, `order`
+    is also the stable argsort of inverse, i.e. `segment_layout`'s order, and `starts` its starts:
+    scatter_add_rows reuses both for every table of the step whose inverse is this one (DeepFM's two
+    tables), where `scatter_add_rows_cuda` would sort again per table. Same order, same bits."""
+
+    def __init__(self):
+        self._last = None        # (inverse, order, starts, chunk_first, chunk_row) of the last index_ids
+
+    def index_ids(self, ids, num_rows: int):
+        xp = array_module_of(ids)
+        ids = ids.astype(xp.int64, copy=False)
+        n = ids.shape[0]
+        order = xp.argsort(ids, kind="stable")                                         # (N,)
+        sorted_ids = ids[order]
+        new = xp.ones(n, dtype=bool)                                                   # (N,) a run starts
+        new[1:] = sorted_ids[1:] != sorted_ids[:-1]
+        run = xp.cumsum(new) - 1                                                       # (N,)
+        num_unique = int(run[-1]) + 1 if n else 0                                      # the host read-back
+        inverse = xp.empty(n, dtype=xp.int64)
+        inverse[order] = run
+        slots = xp.full(num_unique + 2, n, dtype=xp.int64)        # slot U + 1 takes every non-start
+        slots[xp.where(new, run, num_unique + 1)] = xp.arange(n)
+        starts = slots[:num_unique + 1]                                                # (U+1,)
+        unique = sorted_ids[starts[:-1]]                                               # (U,)
+        counts = starts[1:] - starts[:-1]                                              # (U,)
+        self._last = (inverse, order, starts, *chunk_layout(xp, starts, n)) if num_unique else None
+        return unique, inverse, counts
+
+    def scatter_add_rows(self, inverse, src, num_unique: int, threads_per_block: int = THREADS_PER_BLOCK):
+        layout = self._last[1:] if self._last is not None and inverse is self._last[0] else None
+        return scatter_add_rows_cuda(inverse, src, num_unique, threads_per_block, layout)
+
+
+def scatter_add_rows_cuda(inverse, src, num_unique: int, threads_per_block: int = THREADS_PER_BLOCK,
+                          layout=None):
+    """src [N, C] -> rows [U, C] in src's dtype, deterministic (see the bound above). layout: the
+    segment_layout of inverse when the caller has it (`SortedIds`), else made here."""
     xp = array_module_of(src)
     src = xp.ascontiguousarray(src)
     rows = xp.zeros((num_unique, src.shape[1]), dtype=src.dtype)
     if num_unique == 0:
         return rows
-    order, starts, chunk_first, chunk_row = segment_layout(xp, inverse, num_unique)
+    order, starts, chunk_first, chunk_row = layout if layout is not None else segment_layout(xp, inverse, num_unique)
     partial = xp.empty((chunk_row.shape[0], src.shape[1]), dtype=xp.float64)       # (Q, C)
     launch(_chunk_sums_kernel, partial.size, order, src, starts, chunk_first, chunk_row, partial,
            threads_per_block=threads_per_block)

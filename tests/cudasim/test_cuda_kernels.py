@@ -300,3 +300,27 @@ def test_every_model_steps_alike_on_cuda_and_numpy_backends(name, embed_optim):
         for a, b in ((got[key], want[key]), (got_state.m[key], want_state.m[key]),
                      (got_state.v[key], want_state.v[key])):
             np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-13)
+
+
+@pytest.mark.parametrize("ids", [np.array([5, 3, 5, 9, 3, 3, 0]), np.arange(6)[::-1], np.zeros(0, dtype=np.int64),
+                                 np.random.default_rng(4).integers(0, 50, 700)])
+def test_sorted_ids_cuda_index_as_numpy_unique_and_one_layout_for_both_tables(ids):
+    """SortedIds.index_ids returns np.unique's (unique, inverse, counts); its scatter_add_rows reuses the
+    sort for every table indexed by that inverse and gives the bits of a layout made afresh."""
+    from engine.kernels import scatter_add as sa
+
+    index = sa.SortedIds()
+    unique, inverse, counts = index.index_ids(ids, 50)
+    want = np.unique(ids, return_inverse=True, return_counts=True)
+    for got, w in zip((unique, inverse, counts), want):
+        np.testing.assert_array_equal(got, w)
+    rng = np.random.default_rng(5)
+    for columns in (3, 1):                                   # the embedding table, then the linear table
+        src = rng.normal(size=(ids.size, columns)).astype(np.float32)
+        shared = index.scatter_add_rows(inverse, src, unique.size)
+        fresh = sa.scatter_add_rows_cuda(inverse.copy(), src, unique.size)
+        assert shared.tobytes() == fresh.tobytes()
+    if ids.size:
+        order, starts = sa.segment_layout(np, inverse, unique.size)[:2]
+        np.testing.assert_array_equal(index._last[1], order)
+        np.testing.assert_array_equal(index._last[2], starts)
