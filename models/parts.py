@@ -41,5 +41,5 @@ def head_forward(params, h):
 
 
 def head_backward(dlogit, cache, grads: dict, kernels=None):
-    dh, grads["head.W"], _ = dense_backward(dlogit[:, None], cache, kernels=kernels)
+    dh, grads["head.W"], _ = dense_backward(dlogit[:, None], cache, kernels=kernels, bias=False)
     return dh

@@ -17,11 +17,12 @@ def linear_forward(wide, dense, w):
     return logit, (wide.shape, dense, w)
 
 
-def linear_backward(dlogit, cache):
-    """dlogit (B,) -> (dwide (B, F, 1), ddense (B, D), dw (D,))."""
+def linear_backward(dlogit, cache, features_grad: bool = False):
+    """dlogit (B,) -> (dwide (B, F, 1), ddense (B, D), dw (D,)); ddense is None unless features_grad:
+    the features are data, so the models never use it (it is made for the gradient check only)."""
     wide_shape, dense, w = cache
     xp = array_module_of(dlogit)
     dwide = xp.broadcast_to(dlogit[:, None, None], wide_shape)  # (B, F, 1)
-    ddense = dlogit[:, None] * w[None, :]                        # (B, D)
+    ddense = dlogit[:, None] * w[None, :] if features_grad else None   # (B, D)
     dw = dense.T @ dlogit                                        # (D,)
     return dwide, ddense, dw

@@ -21,14 +21,17 @@ def dense_forward(x, W, b):
     return y, (x, W)
 
 
-def dense_backward(dy, cache, db=None, kernels=None):
-    """dy (B, H) -> (dx (B, I), dW (I, H), db (H,)); db is summed here unless given."""
+def dense_backward(dy, cache, db=None, kernels=None, bias: bool = True):
+    """dy (B, H) -> (dx (B, I), dW (I, H), db (H,)); db is summed here unless given, and None for a
+    Dense without a bias (bias=False: the output head, whose bias is the model's global one)."""
     x, W = cache
     dx = (kernels.dense_input_grad if kernels is not None else plain.dense_input_grad_reference)(dy, W)
     # dW = x^T dy, computed as (dy^T x)^T: the same numbers; with an older OpenBLAS the (H, I)
     # product ran 2-7x faster than the (I, H) one at B = 1e5 (0.3.31 runs both alike)
     dW = (dy.T @ x).T                                 # (I, H), a transposed view
-    return dx, dW, dy.sum(axis=0) if db is None else db
+    if db is None and bias:
+        db = dy.sum(axis=0)
+    return dx, dW, db
 
 
 def relu_forward(x):

@@ -81,7 +81,7 @@ def check_layers(seed: int = 0) -> list:
     # linear part
     wide, dense, w = rng.normal(size=(5, 3, 1)), rng.normal(size=(5, 4)), rng.normal(size=4)
     g = rng.normal(size=5)
-    dwide, ddense, dw = linear.linear_backward(g, linear.linear_forward(wide, dense, w)[1])
+    dwide, ddense, dw = linear.linear_backward(g, linear.linear_forward(wide, dense, w)[1], features_grad=True)
     f = _contract(lambda: linear.linear_forward(wide, dense, w)[0], g)
     rows += [("linear", "wide", elementwise_rel_error(dwide, numerical_grad(f, wide))),
              ("linear", "dense", elementwise_rel_error(ddense, numerical_grad(f, dense))),
