@@ -25,7 +25,7 @@ from pathlib import Path
 
 import click
 
-from engine.errors import TrainingError
+from engine.run.errors import TrainingError
 
 X_AXES = ("samples", "epochs", "steps")
 X_TITLES = {"samples": "samples seen", "epochs": "epochs", "steps": "global step (updates)"}

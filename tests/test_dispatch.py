@@ -10,7 +10,7 @@ from engine.backend import get_backend
 from engine.optim import AdamState
 from engine.step import StepConfig, train_step
 from models import MODELS, ModelConfig, Schema, build_model
-from validate.gradcheck import check_batch
+from validate.audit.gradcheck import check_batch
 
 CONFIG = ModelConfig(embed_dim=3, dnn_hidden=(5, 4), cross_layers=2, num_experts=2, low_rank=2,
                      init_stddev=0.3)

@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from engine import evaluate, train
-from engine.predictions import write_predictions
+from engine.run.predictions import write_predictions
 
 LABEL = np.array([1, 0, 0, 1], dtype=np.float32)
 PROB = np.array([0.25, 1 / 3, 0.1, 0.9999999999999999])

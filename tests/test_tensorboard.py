@@ -12,7 +12,7 @@ from click.testing import CliRunner
 pytest.importorskip("tensorboardX")
 
 from engine import train  # noqa: E402
-from engine.tensorboard import TensorBoardWriter  # noqa: E402
+from engine.run.tensorboard import TensorBoardWriter  # noqa: E402
 
 
 def _crc32c_table():
@@ -126,7 +126,7 @@ def test_missing_tensorboardx_is_a_one_line_error(tmp_path, monkeypatch):
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_tensorboardx)
-    from engine.errors import TrainingError
+    from engine.run.errors import TrainingError
 
     with pytest.raises(TrainingError, match=r'pip install -e "\.\[tensorboard\]"'):
         TensorBoardWriter(tmp_path / "tb")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.errors import TrainingError
+from engine.run.errors import TrainingError
 
 FORMATS = (".npy", ".csv", ".parquet")
 

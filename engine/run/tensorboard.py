@@ -19,7 +19,7 @@ metrics.jsonl drops its lines after that step.
 """
 from pathlib import Path
 
-from engine.errors import TrainingError
+from engine.run.errors import TrainingError
 
 STEP_SCALARS = ("loss", "running_loss", "lr", "lr_embed", "samples_per_s")
 EVAL_SCALARS = ("auc", "logloss", "ne", "calibration")
