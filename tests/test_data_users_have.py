@@ -90,3 +90,24 @@ def test_evaluate_scores_the_one_split(tmp_path):
     scored = json.loads(result.output.strip().splitlines()[-1])
     assert scored["rows"] == 200 and scored["split"] == "all" and 0 <= scored["auc"] <= 1
     assert len((tmp_path / "p.csv").read_text().splitlines()) == 201
+
+
+def test_train_help_offers_only_splits_that_preprocessing_makes():
+    from engine import train
+
+    result = CliRunner().invoke(train.main, ["-h"])
+    split_help = result.output[result.output.index("--split"):result.output.index("--device")]
+    assert "rand | seq | x4" in split_help and "highfreq is not offered" in split_help
+
+
+@needs_samples
+def test_training_on_a_split_none_dataset_is_refused_with_one_line(tmp_path):
+    from engine import train
+
+    assert _preprocess("--dataset", "criteo", "--input", SAMPLES / "criteo_sample.tsv", "--out", tmp_path / "d").exit_code == 0
+    assert _preprocess("--dataset", "criteo", "--input", SAMPLES / "criteo_sample.tsv", "--out", tmp_path / "s",
+                       "--split", "none", "--vocab-from", tmp_path / "d").exit_code == 0
+    result = CliRunner().invoke(train.main, ["--data", str(tmp_path / "s"), "--out", str(tmp_path / "r"),
+                                             "--device", "cpu"])
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert result.exit_code == 1 and len(errors) == 1 and "made with --split none" in errors[0], result.output

@@ -110,7 +110,8 @@ def test_avazu_data_gives_the_avazu_table(resolved, avazu, bs, lr, l2, bound):
 
 @pytest.mark.parametrize("args,message", [
     (["--dataset", "avazu"], "--dataset avazu contradicts"),
-    (["--split", "highfreq"], "--split highfreq contradicts"),
+    (["--split", "highfreq"], "--split highfreq: the reference's train.py lists it, but its data_utils.py"),
+    (["--split", "seq"], "--split seq contradicts"),
     (["--opt", "sgd"], "--opt sgd: not implemented"),
     (["--early-stop", "2"], "--early-stop needs a 'valid' split"),
 ])

@@ -130,3 +130,12 @@ def test_missing_tensorboardx_is_a_one_line_error(tmp_path, monkeypatch):
 
     with pytest.raises(TrainingError, match=r'pip install -e "\.\[tensorboard\]"'):
         TensorBoardWriter(tmp_path / "tb")
+
+
+def test_tensorboard_under_a_file_stops_before_the_run_starts(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("kept")
+    result = CliRunner().invoke(train.main, ["--out", str(tmp_path / "run"), "--tensorboard", str(blocker / "tb"),
+                                             "--device", "cpu"])
+    assert result.exit_code == 1 and "is a file, not a directory" in result.output, result.output
+    assert "Traceback" not in result.output and not (tmp_path / "run").exists() and blocker.read_text() == "kept"

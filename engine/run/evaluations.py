@@ -5,7 +5,7 @@ import time
 from engine.evaluate import evaluate
 from engine.run.checkpoint import load_checkpoint, save_checkpoint
 from engine.run.early_stop import best_dir
-from engine.run.report import append_record, metrics_text
+from engine.run.report import metrics_text, write_record
 
 
 def evaluate_now(job, epoch: int) -> dict:
@@ -21,7 +21,7 @@ def evaluate_now(job, epoch: int) -> dict:
     if job.early is not None:
         observe_valid(job, epoch, record)
     if job.process.is_root:
-        append_record(job.metrics_path, record)
+        write_record(job, record)
     beside = f"  (Bayes-optimal AUC {bayes['test_auc']:.4f}, logloss {bayes['test_logloss']:.4f})" if bayes else ""
     print(f"[eval] epoch {epoch + 1} step {job.global_step}: {metrics_text(result)}{beside}; "
           f"{record['samples_per_s']:,.0f} samples/s, {record['elapsed']:.0f}s elapsed", flush=True)
@@ -50,7 +50,7 @@ def best_test_metrics(job) -> dict:
     record = {"type": "best", "step": info["global_step"], "valid_auc": job.early.best_valid_auc, **result}
     if job.bayes:
         record["bayes_auc"], record["bayes_logloss"] = job.bayes.get("test_auc"), job.bayes.get("test_logloss")
-    append_record(job.metrics_path, record)
+    write_record(job, record)
     print(f"[best] step {record['step']} (valid AUC {record['valid_auc']:.5f}): {metrics_text(result)}; "
           f"checkpoint {job.out / 'best'}", flush=True)
     return record

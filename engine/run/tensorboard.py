@@ -29,18 +29,26 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def check_tensorboard(log_dir) -> None:
+    """Before a run starts: tensorboardX importable, and log_dir a directory or nothing yet."""
+    try:
+        import tensorboardX  # noqa: F401
+    except ImportError:
+        raise TrainingError('--tensorboard needs tensorboardX: pip install -e ".[tensorboard]" '
+                            '(or pip install tensorboardX)')
+    log_dir = Path(log_dir)
+    blocking = next((p for p in (log_dir, *log_dir.parents) if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise TrainingError(f"--tensorboard {log_dir}: {blocking} is a file, not a directory")
+
+
 class TensorBoardWriter:
     """Turns metrics.jsonl records into TensorBoard scalars and histograms in `log_dir`."""
 
     def __init__(self, log_dir, purge_step: int | None = None):
-        try:
-            from tensorboardX import SummaryWriter
-        except ImportError:
-            raise TrainingError('--tensorboard needs tensorboardX: pip install -e ".[tensorboard]" '
-                                '(or pip install tensorboardX)')
-        log_dir = Path(log_dir)
-        if log_dir.exists() and not log_dir.is_dir():
-            raise TrainingError(f"--tensorboard {log_dir}: a file is there, not a directory")
+        check_tensorboard(log_dir)
+        from tensorboardX import SummaryWriter
+
         self.writer = SummaryWriter(str(log_dir), purge_step=purge_step or None)
 
     def write(self, record: dict) -> None:
@@ -81,3 +89,10 @@ class TensorBoardWriter:
 
     def close(self) -> None:
         self.writer.close()
+
+
+def open_tensorboard(log_dir, purge_step: int | None, writes: bool):
+    """The writer of --tensorboard DIR for the process that writes the run's files, else None."""
+    if log_dir is None or not writes:
+        return None
+    return TensorBoardWriter(log_dir, purge_step)
