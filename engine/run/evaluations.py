@@ -23,12 +23,21 @@ def evaluate_now(job, epoch: int) -> dict:
     if job.process.is_root:
         write_record(job, record)
     beside = f"  (Bayes-optimal AUC {bayes['test_auc']:.4f}, logloss {bayes['test_logloss']:.4f})" if bayes else ""
-    print(f"[eval] epoch {epoch + 1} step {job.global_step}: {metrics_text(result)}{beside}; "
+    print(f"[eval] epoch {epoch + 1} step {job.global_step}: {early_stop_text(job, record)}{metrics_text(result)}{beside}; "
           f"{record['samples_per_s']:,.0f} samples/s, {record['elapsed']:.0f}s elapsed", flush=True)
     if job.stopped:
         print(f"[early stop] {job.cfg.early_stop} evaluations without a better valid AUC; the best was "
               f"{job.early.best_valid_auc:.5f} at step {job.early.best_step}", flush=True)
     return record
+
+
+def early_stop_text(job, record: dict) -> str:
+    """--early-stop: the valid AUC it decides on, the best so far and the patience used, before the test metrics."""
+    if job.early is None:
+        return ""
+    valid = record.get("valid_auc")
+    return (f"valid AUC {'undefined' if valid is None else f'{valid:.5f}'} (best {job.early.best_valid_auc:.5f} "
+            f"at step {job.early.best_step}, {job.early.since_best} of {job.early.patience} without a better one); ")
 
 
 def observe_valid(job, epoch: int, record: dict) -> None:
