@@ -1,4 +1,4 @@
-"""One dispatch route (issue 13): the backend table picks every kernel. Backend `numpy` runs a
+"""One dispatch route: the backend table picks every kernel. Backend `numpy` runs a
 full training step of every model without calling one Numba-compiled function; backend `cpu`
 runs its fused kernels through the same layer code. The spy sits on the class of every `@njit`
 function, so it also sees a layer that imported and called a Numba kernel directly."""

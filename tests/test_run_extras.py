@@ -1,4 +1,4 @@
-"""The user's day (issue 16, part 3-4): early stopping on a valid split, NE and calibration, --log,
+"""Early stopping on a valid split, NE and calibration, --log,
 --profile, the model line, the ETA, learning-curve plots and -h on every entry point."""
 import json
 import math

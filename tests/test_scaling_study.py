@@ -238,7 +238,7 @@ def test_gpu_preset_without_epochs_fits_the_budget_with_a_fraction_of_an_epoch(t
 
 
 # --------------------------------------------------------------------------------------------
-# issue 19: the study's own results
+# the study's own results
 
 
 def test_a_torn_last_line_is_moved_aside_before_appending(tmp_path):

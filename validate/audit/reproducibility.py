@@ -1,4 +1,4 @@
-"""Same inputs, same bits: the two reproducibility checks of `validate.device_check` (issue 14).
+"""Same inputs, same bits: the two reproducibility checks of `validate.device_check`.
 
     same_seed_twice              two runs of S training steps from the same seed and batches end
                                  with bitwise identical parameters and Adam moments
