@@ -155,6 +155,8 @@ def draw(runs: list, x: str):
 
     matplotlib.use("Agg")   # files only, no display needed
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import FuncFormatter
 
     fig, grid = plt.subplots(2, 3, figsize=(15, 8))
     axes = dict(zip([name for name, _, _ in PANELS], grid.flat))
@@ -188,13 +190,27 @@ def draw(runs: list, x: str):
         ax.set_xlabel(X_TITLES[x])
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-    handles, labels = {}, {}
-    for ax in axes.values():
-        for handle, label in zip(*ax.get_legend_handles_labels()):
-            labels.setdefault(label, handle)
-    grid.flat[-1].legend(list(labels.values()), list(labels), loc="center", fontsize=9, frameon=False)
+    if x == "samples":
+        for ax in axes.values():
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: count_text(value)))
+    # one legend: a colour per run, then what the line styles mean
+    handles = [Line2D([], [], color=f"C{i % 10}", linewidth=2, label=run.label) for i, run in enumerate(runs)]
+    handles.append(Line2D([], [], color="grey", marker="o", label="test"))
+    if any(r.get("valid_auc") is not None for run in runs for r in run.evals):
+        handles.append(Line2D([], [], color="grey", linestyle="--", marker="x", label="valid (early stopping)"))
+    if bayes:
+        handles.append(Line2D([], [], color="black", linestyle=":", label="Bayes-optimal (synthetic data)"))
+    grid.flat[-1].legend(handles=handles, loc="center", fontsize=10, frameon=False)
     fig.tight_layout()
     return fig, axes
+
+
+def count_text(value: float) -> str:
+    """A tick label of samples seen: 0, 500, 20K, 1.5M, 2B."""
+    for size, unit in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if abs(value) >= size:
+            return f"{value / size:g}{unit}"
+    return f"{value:g}"
 
 
 def plot_runs(run_dirs: list, out: Path, labels: list | None = None, x: str | None = None) -> Path:

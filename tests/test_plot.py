@@ -66,7 +66,8 @@ def test_two_batch_sizes_are_drawn_against_samples_seen(data_dir, tmp_path):
     assert all(ax.get_legend() is None for ax in axes.values())
     legends = [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
     assert len(legends) == 1
-    assert {"deepfm bs 100 cowclip", "deepfm bs 500 sqrt"} <= {t.get_text() for t in legends[0].get_texts()}
+    assert [t.get_text() for t in legends[0].get_texts()] == ["deepfm bs 100 cowclip", "deepfm bs 500 sqrt", "test"]
+    assert plot.count_text(1500) == "1.5K" and plot.count_text(2_000_000) == "2M" and plot.count_text(500) == "500"
 
 
 def test_valid_auc_and_the_bayes_line_are_drawn_when_present(data_dir, tmp_path):
