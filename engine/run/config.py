@@ -186,6 +186,10 @@ def differences_line(cfg: RunConfig, opts: dict) -> str:
         diffs.append(f"embed_optim {cfg.embed_optim} (reference: dense, Adam on every row)")
     if cfg.clip_form != "reference" and cfg.hp["clip"] > 0:
         diffs.append(f"clip_form {cfg.clip_form} (reference: its clip.py form)")
+    if cfg.bs < cfg.base_bs and cfg.scale_rule in ("auto", "cowclip"):
+        diffs.append(f"CowClip below the base batch: --bs {cfg.bs} < --base-bs {cfg.base_bs}, so the rule scales "
+                     f"lr by sqrt({cfg.bs}/{cfg.base_bs}) and l2 by {cfg.bs}/{cfg.base_bs} DOWN (give --scale-rule "
+                     f"none for the base's values unscaled, or --bs {cfg.base_bs} for the reference's defaults)")
     if not diffs:
         return "reference: every value equals what the reference train.py uses for this command line"
     return "differs from the reference train.py for this command line: " + ", ".join(diffs)
