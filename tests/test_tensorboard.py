@@ -139,3 +139,26 @@ def test_tensorboard_under_a_file_stops_before_the_run_starts(tmp_path):
                                              "--device", "cpu"])
     assert result.exit_code == 1 and "is a file, not a directory" in result.output, result.output
     assert "Traceback" not in result.output and not (tmp_path / "run").exists() and blocker.read_text() == "kept"
+
+
+def test_a_resumed_run_purges_the_events_after_its_checkpoint(tmp_path):
+    """TensorBoard drops the events past a SessionLog START at step s: the resumed run writes one at its step."""
+    from tensorboardX.proto.event_pb2 import Event, SessionLog
+
+    from engine.run.tensorboard import open_tensorboard
+
+    assert open_tensorboard(tmp_path / "tb", 7, writes=False) is None        # MPI ranks other than 0
+    writer = open_tensorboard(tmp_path / "tb", 7, writes=True)
+    writer.write({"type": "step", "step": 8, "loss": 0.5})
+    writer.close()
+    starts = []
+    for path in (tmp_path / "tb").glob("events.out.tfevents.*"):
+        data, at = path.read_bytes(), 0
+        while at < len(data):
+            (length,) = struct.unpack("<Q", data[at:at + 8])
+            event = Event.FromString(data[at + 12:at + 12 + length])
+            at += 16 + length
+            if event.HasField("session_log") and event.session_log.status == SessionLog.START:
+                starts.append(event.step)
+    assert starts == [7]
+    assert read_events(tmp_path / "tb")["train/loss"] == [(8, 0.5)]
