@@ -178,3 +178,24 @@ def test_the_clip_cancels_at_t_1_and_changes_the_step_later(output):
     assert max(abs(p["ratio_dw"] - 1) for p in later) > 0.01
     for p in later:
         assert np.max(np.abs(p["dw_clip"] - p["dw_noclip"])) > 1e-6
+
+
+def test_every_printed_quantity_names_its_line_of_algorithm_1(output):
+    lines = output.splitlines()
+    start = next(i for i, x in enumerate(lines) if x.startswith("== form"))
+    quantities = [x for x in lines[start:] if re.match(r"[\w|]+ = ", x)]
+    assert len(quantities) > 100
+    untagged = [x for x in quantities if not re.search(r"# (.*\bL(3|4|5|6|7|8|9|10)\b|Input)", x)]
+    assert untagged == []
+
+
+def test_the_readmes_abridged_walk_is_the_real_output(output):
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    start = readme.index("`python -m validate.explain` (abridged")
+    block = readme[readme.index("```\n", start) + 4:]
+    block = block[:block.index("```")]
+    printed = set(output.splitlines())
+    shown = [line for line in block.splitlines() if line != "..."]
+    assert len(shown) > 10 and [line for line in shown if line not in printed] == []

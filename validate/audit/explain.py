@@ -121,9 +121,9 @@ def explain_form(form: str, model, params0: dict, batch, kernels) -> list[str]:
     lines = [f"== form {form} ==",
              f"loss = {fmt(loss)}  # L3: the batch's mean logloss at w_1 (the L2 penalty enters as 2 * lambda * w below)",
              "# L4: the dense weights (DNN, linear.dense_w, bias) take their L2 term and Adam, never a clip",
-             f"ratio = {fmt(seen['ratio'])}  # r",
-             f"floor = {fmt(seen['floor'])}  # " + ("zeta = --bound" if form == "paper" else
-                                                   "r * r * sqrt(K) * bound (clip.py's min_w times r)"),
+             f"ratio = {fmt(seen['ratio'])}  # Input: r",
+             f"floor = {fmt(seen['floor'])}  # Input: " + ("zeta = --bound" if form == "paper" else
+                                                          "zeta = r * r * sqrt(K) * bound (clip.py's min_w times r)"),
              f"lr_t = {fmt(bias_corrected_lr(config.lr_embed, 1, a))}  # L10's Opt: lr_embed * sqrt(1 - beta2) / (1 - beta1), t = 1",
              "where L2 enters: " + ("before the clip (g_in = g + l2)" if form == "reference" else
                                     "after the clip (g_in = g; the step adds l2 to the clipped row)"),
@@ -138,10 +138,12 @@ def explain_form(form: str, model, params0: dict, batch, kernels) -> list[str]:
             kind = "zero row" if not g_in.any() else ("clipped" if scale < 1.0 else "not clipped")
             lines.append(f"-- {label}: {kind}")
             lines += [f"cnt = {counts[row]}  # L7: occurrences in the batch",
-                      f"w = {fmt(w0[row])}", f"||w|| = {fmt(np.linalg.norm(w0[row]))}",
+                      f"w = {fmt(w0[row])}  # L8: w_t^e[id], the row", f"||w|| = {fmt(np.linalg.norm(w0[row]))}  # L8",
                       f"g = {fmt(g)}  # L3: mean-over-batch gradient from the backward pass",
-                      f"||g|| = {fmt(np.linalg.norm(g))}", f"l2 = {fmt(l2_term)}  # 2 * lambda * w",
-                      f"g_in = {fmt(g_in)}  # what the clip sees",
+                      f"||g|| = {fmt(np.linalg.norm(g))}  # L3",
+                      f"l2 = {fmt(l2_term)}  # 2 * lambda * w: " + ("in L3's gradient (Keras adds it)" if form == "reference"
+                                                                  else "added after L9"),
+                      f"g_in = {fmt(g_in)}  # L6: g_t^e[id], what the clip sees",
                       f"||g_in|| = {fmt(np.linalg.norm(g_in))}  # L6: n_g"]
             threshold = counts[row] * max(seen["ratio"] * np.linalg.norm(w0[row]), seen["floor"])
             g_adam_says = "scale * g_in + l2 (L2 after the clip)" if form == "paper" else "scale * g_in"
@@ -152,8 +154,8 @@ def explain_form(form: str, model, params0: dict, batch, kernels) -> list[str]:
             threshold = max(seen["ratio"] * np.linalg.norm(w0[row]), seen["floor"])
             norm = np.linalg.norm(g_in)
             scale = min(1.0, threshold / norm) if clip_absent and norm > threshold else 1.0
-            lines += ["cnt = 0  # L7", f"w = {fmt(w0[row])}", f"||w|| = {fmt(np.linalg.norm(w0[row]))}",
-                      f"g_in = {fmt(g_in)}  # only the L2 term (the reference's dense L2 gradient)",
+            lines += ["cnt = 0  # L7", f"w = {fmt(w0[row])}  # L8", f"||w|| = {fmt(np.linalg.norm(w0[row]))}  # L8",
+                      f"g_in = {fmt(g_in)}  # L6: only the L2 term (the reference's dense L2 gradient)",
                       f"||g_in|| = {fmt(norm)}  # L6: n_g"]
             if clip_absent:
                 g_adam_says = "scale * g_in (g_in is the L2 term; clipped as a row seen once)"
@@ -186,7 +188,7 @@ def side_by_side(model, params0: dict, batch, kernels, t: int) -> list[str]:
     a = config.adam
     lines = [f"--- update t = {t}" + (f" (after {t - 1} CowClip updates on the same batch)" if t > 1 else ""),
              f"loss = {fmt(loss)}  # L3, at w_{t}",
-             f"lr_t = {fmt(bias_corrected_lr(config.lr_embed, t, a))}  # lr_embed * sqrt(1 - beta2^t) / (1 - beta1^t)"]
+             f"lr_t = {fmt(bias_corrected_lr(config.lr_embed, t, a))}  # L10's Opt: lr_embed * sqrt(1 - beta2^t) / (1 - beta1^t)"]
     after = {}
     for name, step_config in (("clip", config), ("noclip", dataclasses.replace(config, clip=0.0))):
         p, s, g = copy.deepcopy(params), copy.deepcopy(state), copy.deepcopy(grads)
@@ -201,13 +203,13 @@ def side_by_side(model, params0: dict, batch, kernels, t: int) -> list[str]:
         w = np.array(params[EMBED_TABLE][row], dtype=np.float64)
         dw = {k: np.array(after[k][0][EMBED_TABLE][row], dtype=np.float64) - w for k in after}
         lines += [f"-- {row_label(model, row)}: " + ("clipped" if scale < 1.0 else "not clipped"),
-                  f"m_prev = {fmt(state.m[EMBED_TABLE][row])}  # Adam's m after update {t - 1}",
-                  f"v_prev = {fmt(state.v[EMBED_TABLE][row])}  # Adam's v after update {t - 1}",
-                  f"g_in = {fmt(g_in)}  # g + l2 (reference form)",
+                  f"m_prev = {fmt(state.m[EMBED_TABLE][row])}  # L10: Opt's m after update {t - 1}",
+                  f"v_prev = {fmt(state.v[EMBED_TABLE][row])}  # L10: Opt's v after update {t - 1}",
+                  f"g_in = {fmt(g_in)}  # L6: g + l2 (reference form)",
                   f"scale = {fmt(scale)}  # L9",
                   f"dw_clip = {fmt(dw['clip'])}  # L10 with g_c = scale * g_in",
                   f"dw_noclip = {fmt(dw['noclip'])}  # L10 with g_in unclipped",
-                  f"ratio_dw = {fmt(np.linalg.norm(dw['clip']) / np.linalg.norm(dw['noclip']))}  # ||dw_clip|| / ||dw_noclip||"]
+                  f"ratio_dw = {fmt(np.linalg.norm(dw['clip']) / np.linalg.norm(dw['noclip']))}  # L10: ||dw_clip|| / ||dw_noclip||"]
     return lines
 
 
@@ -234,9 +236,10 @@ def explain_lines() -> list[str]:
              " (row = offset of the field + id)"]
     lines += [f"ids {b} = {list(map(int, model.global_ids(batch.sparse)[b]))}  label {int(batch.label[b])}"
               for b in range(len(LABEL))]
-    lines += [f"lambda = {fmt(HYPER['l2'])}", f"r = {fmt(HYPER['clip'])}", f"bound = {fmt(HYPER['bound'])}",
-              f"K = {model.config.embed_dim}", f"lr_embed = {fmt(HYPER['lr_embed'])}",
-              f"beta1 = {fmt(a.beta1)}", f"beta2 = {fmt(a.beta2)}", f"epsilon = {fmt(a.epsilon)}",
+    lines += [f"lambda = {fmt(HYPER['l2'])}  # the L2 weight", f"r = {fmt(HYPER['clip'])}  # Input: r",
+              f"bound = {fmt(HYPER['bound'])}  # Input: zeta (or what the reference's form makes of it)",
+              f"K = {model.config.embed_dim}", f"lr_embed = {fmt(HYPER['lr_embed'])}  # Init: Opt's learning rate",
+              f"beta1 = {fmt(a.beta1)}  # Opt", f"beta2 = {fmt(a.beta2)}  # Opt", f"epsilon = {fmt(a.epsilon)}  # Opt",
               "# dense weights (DNN, linear.dense_w, bias) get their L2 term and Adam, never a clip;",
               "# the 1-dimensional linear table is not clipped (as the reference)."]
     for form in ("reference", "paper"):
