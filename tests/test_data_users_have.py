@@ -23,7 +23,8 @@ def _preprocess(*args):
 
 @needs_samples
 def test_the_references_dataset_name_is_accepted(tmp_path):
-    result = _preprocess("--dataset", "criteo_kaggle", "--input", SAMPLES / "criteo_sample.tsv", "--out", tmp_path / "d")
+    result = _preprocess("--dataset", "criteo_kaggle", "--input", SAMPLES / "criteo_sample.tsv",
+                       "--out", tmp_path / "d")
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "d" / "meta.json").read_text())["kind"] == "criteo"
 
@@ -31,13 +32,15 @@ def test_the_references_dataset_name_is_accepted(tmp_path):
 @needs_samples
 def test_deepctr_csv_gives_the_rows_of_the_tsv(tmp_path):
     for name in ("tsv", "csv"):
-        result = _preprocess("--dataset", "criteo", "--input", SAMPLES / f"criteo_sample.{name}", "--out", tmp_path / name)
+        result = _preprocess("--dataset", "criteo", "--input", SAMPLES / f"criteo_sample.{name}",
+                             "--out", tmp_path / name)
         assert result.exit_code == 0, result.output
     for split in ("train", "test"):
         tsv, csv = read_split(tmp_path / "tsv", split), read_split(tmp_path / "csv", split)
         for key in ("sparse", "dense", "label"):
             assert np.array_equal(tsv[key], csv[key]), (split, key)
-    assert len(read_split(tmp_path / "csv", "train")["label"]) + len(read_split(tmp_path / "csv", "test")["label"]) == 200
+    rows = [len(read_split(tmp_path / "csv", split)["label"]) for split in ("train", "test")]
+    assert sum(rows) == 200
 
 
 def test_a_header_in_another_order_is_refused_with_one_line(tmp_path):
@@ -51,8 +54,10 @@ def test_a_header_in_another_order_is_refused_with_one_line(tmp_path):
 
 @needs_samples
 def test_split_none_encodes_every_row_with_the_runs_vocabularies(tmp_path):
-    assert _preprocess("--dataset", "criteo", "--input", SAMPLES / "criteo_sample.tsv", "--out", tmp_path / "run_data").exit_code == 0
-    result = _preprocess("--dataset", "criteo", "--input", SAMPLES / "criteo_sample.csv", "--out", tmp_path / "score",
+    assert _preprocess("--dataset", "criteo", "--input", SAMPLES / "criteo_sample.tsv",
+                       "--out", tmp_path / "run_data").exit_code == 0
+    result = _preprocess("--dataset", "criteo", "--input", SAMPLES / "criteo_sample.csv",
+                         "--out", tmp_path / "score",
                          "--split", "none", "--vocab-from", tmp_path / "run_data")
     assert result.exit_code == 0, result.output
     meta = json.loads((tmp_path / "score" / "meta.json").read_text())
@@ -77,8 +82,10 @@ def test_split_none_needs_the_runs_vocabularies(tmp_path):
 def test_evaluate_scores_the_one_split(tmp_path):
     from engine import evaluate, train
 
-    assert _preprocess("--dataset", "criteo", "--input", SAMPLES / "criteo_sample.tsv", "--out", tmp_path / "data").exit_code == 0
-    assert _preprocess("--dataset", "criteo", "--input", SAMPLES / "criteo_sample.csv", "--out", tmp_path / "score",
+    assert _preprocess("--dataset", "criteo", "--input", SAMPLES / "criteo_sample.tsv",
+                       "--out", tmp_path / "data").exit_code == 0
+    assert _preprocess("--dataset", "criteo", "--input", SAMPLES / "criteo_sample.csv",
+                         "--out", tmp_path / "score",
                        "--split", "none", "--vocab-from", tmp_path / "data").exit_code == 0
     run = tmp_path / "run"
     result = CliRunner().invoke(train.main, ["--data", str(tmp_path / "data"), "--out", str(run), "--bs", "64",
@@ -104,8 +111,10 @@ def test_train_help_offers_only_splits_that_preprocessing_makes():
 def test_training_on_a_split_none_dataset_is_refused_with_one_line(tmp_path):
     from engine import train
 
-    assert _preprocess("--dataset", "criteo", "--input", SAMPLES / "criteo_sample.tsv", "--out", tmp_path / "d").exit_code == 0
-    assert _preprocess("--dataset", "criteo", "--input", SAMPLES / "criteo_sample.tsv", "--out", tmp_path / "s",
+    assert _preprocess("--dataset", "criteo", "--input", SAMPLES / "criteo_sample.tsv",
+                       "--out", tmp_path / "d").exit_code == 0
+    assert _preprocess("--dataset", "criteo", "--input", SAMPLES / "criteo_sample.tsv",
+                       "--out", tmp_path / "s",
                        "--split", "none", "--vocab-from", tmp_path / "d").exit_code == 0
     result = CliRunner().invoke(train.main, ["--data", str(tmp_path / "s"), "--out", str(tmp_path / "r"),
                                              "--device", "cpu"])

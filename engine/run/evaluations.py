@@ -23,7 +23,8 @@ def evaluate_now(job, epoch: int) -> dict:
     if job.process.is_root:
         write_record(job, record)
     beside = f"  (Bayes-optimal AUC {bayes['test_auc']:.4f}, logloss {bayes['test_logloss']:.4f})" if bayes else ""
-    print(f"[eval] epoch {epoch + 1} step {job.global_step}: {early_stop_text(job, record)}{metrics_text(result)}{beside}; "
+    print(f"[eval] epoch {epoch + 1} step {job.global_step}: {early_stop_text(job, record)}"
+          f"{metrics_text(result)}{beside}; "
           f"{record['samples_per_s']:,.0f} samples/s, {record['elapsed']:.0f}s elapsed", flush=True)
     if job.stopped:
         print(f"[early stop] {job.cfg.early_stop} evaluations without a better valid AUC; the best was "

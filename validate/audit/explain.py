@@ -119,12 +119,14 @@ def explain_form(form: str, model, params0: dict, batch, kernels) -> list[str]:
     a = config.adam
     lam = HYPER["l2"]
     lines = [f"== form {form} ==",
-             f"loss = {fmt(loss)}  # L3: the batch's mean logloss at w_1 (the L2 penalty enters as 2 * lambda * w below)",
+             f"loss = {fmt(loss)}  # L3: the batch's mean logloss at w_1 "
+             "(the L2 penalty enters as 2 * lambda * w below)",
              "# L4: the dense weights (DNN, linear.dense_w, bias) take their L2 term and Adam, never a clip",
              f"ratio = {fmt(seen['ratio'])}  # Input: r",
              f"floor = {fmt(seen['floor'])}  # Input: " + ("zeta = --bound" if form == "paper" else
                                                           "zeta = r * r * sqrt(K) * bound (clip.py's min_w times r)"),
-             f"lr_t = {fmt(bias_corrected_lr(config.lr_embed, 1, a))}  # L10's Opt: lr_embed * sqrt(1 - beta2) / (1 - beta1), t = 1",
+             f"lr_t = {fmt(bias_corrected_lr(config.lr_embed, 1, a))}  "
+             "# L10's Opt: lr_embed * sqrt(1 - beta2) / (1 - beta1), t = 1",
              "where L2 enters: " + ("before the clip (g_in = g + l2)" if form == "reference" else
                                     "after the clip (g_in = g; the step adds l2 to the clipped row)"),
              "# L5: each row k of the table (an id of one field), in turn:"]
@@ -141,8 +143,8 @@ def explain_form(form: str, model, params0: dict, batch, kernels) -> list[str]:
                       f"w = {fmt(w0[row])}  # L8: w_t^e[id], the row", f"||w|| = {fmt(np.linalg.norm(w0[row]))}  # L8",
                       f"g = {fmt(g)}  # L3: mean-over-batch gradient from the backward pass",
                       f"||g|| = {fmt(np.linalg.norm(g))}  # L3",
-                      f"l2 = {fmt(l2_term)}  # 2 * lambda * w: " + ("in L3's gradient (Keras adds it)" if form == "reference"
-                                                                  else "added after L9"),
+                      f"l2 = {fmt(l2_term)}  # 2 * lambda * w: "
+                      + ("in L3's gradient (Keras adds it)" if form == "reference" else "added after L9"),
                       f"g_in = {fmt(g_in)}  # L6: g_t^e[id], what the clip sees",
                       f"||g_in|| = {fmt(np.linalg.norm(g_in))}  # L6: n_g"]
             threshold = counts[row] * max(seen["ratio"] * np.linalg.norm(w0[row]), seen["floor"])
@@ -167,7 +169,8 @@ def explain_form(form: str, model, params0: dict, batch, kernels) -> list[str]:
                       f"scale = {fmt(scale)}  # L9: min(1, threshold / ||g_in||), g_c = scale * g_in"]
         g_out = m1[row] / (1.0 - a.beta1)   # the gradient Adam received: m = (1 - beta1) g at t = 1
         lines += [f"g_adam = {fmt(g_out)}  # L10, the gradient Opt gets: {g_adam_says}",
-                  f"m = {fmt(m1[row])}  # L10: (1 - beta1) * g_adam", f"v = {fmt(v1[row])}  # L10: (1 - beta2) * g_adam^2",
+                  f"m = {fmt(m1[row])}  # L10: (1 - beta1) * g_adam",
+                  f"v = {fmt(v1[row])}  # L10: (1 - beta2) * g_adam^2",
                   f"w_new = {fmt(w1[row])}  # L10: w - lr_t * m / (sqrt(v) + epsilon)"]
     return lines
 
@@ -188,7 +191,8 @@ def side_by_side(model, params0: dict, batch, kernels, t: int) -> list[str]:
     a = config.adam
     lines = [f"--- update t = {t}" + (f" (after {t - 1} CowClip updates on the same batch)" if t > 1 else ""),
              f"loss = {fmt(loss)}  # L3, at w_{t}",
-             f"lr_t = {fmt(bias_corrected_lr(config.lr_embed, t, a))}  # L10's Opt: lr_embed * sqrt(1 - beta2^t) / (1 - beta1^t)"]
+             f"lr_t = {fmt(bias_corrected_lr(config.lr_embed, t, a))}  "
+             "# L10's Opt: lr_embed * sqrt(1 - beta2^t) / (1 - beta1^t)"]
     after = {}
     for name, step_config in (("clip", config), ("noclip", dataclasses.replace(config, clip=0.0))):
         p, s, g = copy.deepcopy(params), copy.deepcopy(state), copy.deepcopy(grads)
@@ -209,7 +213,8 @@ def side_by_side(model, params0: dict, batch, kernels, t: int) -> list[str]:
                   f"scale = {fmt(scale)}  # L9",
                   f"dw_clip = {fmt(dw['clip'])}  # L10 with g_c = scale * g_in",
                   f"dw_noclip = {fmt(dw['noclip'])}  # L10 with g_in unclipped",
-                  f"ratio_dw = {fmt(np.linalg.norm(dw['clip']) / np.linalg.norm(dw['noclip']))}  # L10: ||dw_clip|| / ||dw_noclip||"]
+                  f"ratio_dw = {fmt(np.linalg.norm(dw['clip']) / np.linalg.norm(dw['noclip']))}  "
+                  "# L10: ||dw_clip|| / ||dw_noclip||"]
     return lines
 
 
@@ -220,7 +225,8 @@ def side_by_side_lines(model, params0: dict, batch, kernels) -> list[str]:
             "# m = (1 - beta1) g and v = (1 - beta2) g^2, i.e. lr_embed * g / (|g| + epsilon / sqrt(1 - beta2))",
             f"# per coordinate: about lr_embed * sign(g) = +-{fmt(HYPER['lr_embed'])} whatever ||g|| is. The clip",
             "# multiplies a row by scale > 0, which cancels: clipped, unclipped and absent rows move alike.",
-            f"# At a later update m and v also hold the earlier gradients (beta1 = {fmt(a.beta1)}, beta2 = {fmt(a.beta2)}),",
+            f"# At a later update m and v also hold the earlier gradients (beta1 = {fmt(a.beta1)}, "
+            f"beta2 = {fmt(a.beta2)}),",
             "# so the scale no longer cancels: a clipped row's step (dw_clip) differs from the unclipped one",
             "# (dw_noclip) in size and direction, and a row that is not clipped moves exactly alike in both.",
             *side_by_side(model, params0, batch, kernels, 1),
