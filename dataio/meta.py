@@ -9,8 +9,8 @@ Keys: format_version, kind ("criteo" | "avazu" | "synthetic"), sparse_features [
 dense_features [{name, transform}], splits {name: {rows, shards[, crc32]}} (train and test always,
 valid when made; only "all" when preprocessed with --split none), source {path, bytes, sha256 | ...},
 options {...}; synthetic sets also carry bayes {test_auc, test_logloss}. A shard is named by a bare file
-name inside the directory; a name with a directory part, an absolute path, or one that resolves outside the directory (a symlink)
-is refused, so a crafted meta.json cannot point the reader at other files.
+name inside the directory; a name with a directory part, an absolute path, or one that resolves outside
+the directory (a symlink) is refused, so a crafted meta.json cannot point the reader at other files.
 """
 from __future__ import annotations
 
