@@ -129,7 +129,9 @@ def read_run(run_dir, label: str | None = None) -> Run:
     for number, record in _records(path):
         where = f"{path}, line {number}"
         if record.get("type") == "step":
-            run.steps.append((_number(record, "step", where), _number(record, "loss", where)))
+            step, loss = _number(record, "step", where), _number(record, "loss", where, required=False)
+            if loss is not None:     # a non-finite loss is written as null
+                run.steps.append((step, loss))
         elif record.get("type") == "eval":
             _number(record, "step", where)
             for key in ("auc", "logloss", "ne", "calibration", "valid_auc", "bayes_auc", "bayes_logloss"):
