@@ -45,12 +45,14 @@ class Run:
         """Global step -> the x-axis' value."""
         if axis == "steps":
             return step
-        if self.train_rows is None:             # without the data's size: every batch full
-            samples = step * self.bs
-        else:
-            per_epoch = math.ceil(self.train_rows / self.bs)
-            samples = (step // per_epoch) * self.train_rows + min((step % per_epoch) * self.bs, self.train_rows)
-        return samples if axis == "samples" else samples / (self.train_rows or self.bs * max(step, 1))
+        if self.train_rows is None:
+            if axis == "epochs":
+                raise TrainingError(f"--x epochs: the training rows of {self.path} are unknown (its dataset's "
+                                    f"meta.json is not at the config.json's 'data'); use --x samples or steps")
+            return step * self.bs                # without the data's size: every batch counted full
+        per_epoch = math.ceil(self.train_rows / self.bs)
+        samples = (step // per_epoch) * self.train_rows + min((step % per_epoch) * self.bs, self.train_rows)
+        return samples if axis == "samples" else samples / self.train_rows
 
 
 def _records(path: Path):
@@ -160,6 +162,8 @@ def draw(runs: list, x: str):
     from matplotlib.lines import Line2D
     from matplotlib.ticker import FuncFormatter
 
+    for run in runs:
+        run.x(0, x)                               # an axis a run cannot give fails here, before any figure
     fig, grid = plt.subplots(2, 3, figsize=(15, 8))
     axes = dict(zip([name for name, _, _ in PANELS], grid.flat))
     grid.flat[-1].axis("off")                     # the legend's place

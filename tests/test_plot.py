@@ -139,3 +139,11 @@ def test_out_under_a_file_is_a_one_line_error(data_dir, tmp_path):
     result = CliRunner().invoke(plot.main, [str(run), "--out", str(blocker / "c.png")])
     assert result.exit_code == 1 and "is a file, not a directory" in result.output
     assert "Traceback" not in result.output and blocker.read_text() == "kept"
+
+
+def test_epochs_without_the_datasets_size_is_a_one_line_error(tmp_path):
+    run = fake_run(tmp_path, "r", 100, [_eval(5, 0.7)], data=tmp_path / "gone")
+    assert plot.read_run(run).x(5, "samples") == 500          # every batch counted full
+    result = CliRunner().invoke(plot.main, [str(run), "--out", str(tmp_path / "c.png"), "--x", "epochs"])
+    assert result.exit_code == 1 and "--x epochs: the training rows" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "c.png").exists()
