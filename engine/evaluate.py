@@ -100,13 +100,14 @@ def check_data_matches_run(config: dict, meta: dict, data: str, run_dir: str) ->
 @click.option("--predictions", default=None, type=click.Path(dir_okay=False),
               help="write row index, label and probability of every row: .npy (structured), .csv or .parquet, "
                    "as the suffix says")
-def main(run_dir, data, split, device, predictions):
+@click.option("--overwrite", is_flag=True, help="replace the --predictions file if it exists")
+def main(run_dir, data, split, device, predictions, overwrite):
     """Evaluate the checkpoint of a training run."""
     from dataio.meta import load_meta
     from dataio.reader import read_split
 
     if predictions:
-        check_predictions_path(predictions)   # before the scoring, not after it
+        check_predictions_path(predictions, overwrite)   # before the scoring, not after it
     try:
         config = json.loads((Path(run_dir) / "config.json").read_text())
         kernels, device_line = resolve_device(device)
@@ -128,7 +129,7 @@ def main(run_dir, data, split, device, predictions):
     print(device_line)
     print(json.dumps(json_safe(result), allow_nan=False))
     if predictions:
-        write_predictions(predictions, kernels.to_host(arrays["label"]), kernels.to_host(prob))
+        write_predictions(predictions, kernels.to_host(arrays["label"]), kernels.to_host(prob), overwrite)
 
 
 if __name__ == "__main__":

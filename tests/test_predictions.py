@@ -70,3 +70,14 @@ def test_a_scored_run_writes_each_row_once_in_every_format(tmp_path):
         assert len(row) == scored["rows"] == len(test["label"])
         assert np.array_equal(row, np.arange(len(row))) and np.array_equal(label, test["label"])
     assert np.array_equal(probs[".npy"], probs[".csv"])
+
+
+def test_an_existing_file_is_kept_unless_overwrite(tmp_path):
+    path = tmp_path / "p.csv"
+    path.write_text("mine\n")
+    result = CliRunner().invoke(evaluate.main, ["--run", str(tmp_path), "--predictions", str(path)])
+    assert result.exit_code == 1 and "the file exists; pass --overwrite" in result.output
+    assert path.read_text() == "mine\n"
+    write_predictions(path, LABEL, PROB, overwrite=True)
+    assert path.read_text().startswith("row,label,prob\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.csv"]       # no temporary file left

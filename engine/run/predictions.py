@@ -9,8 +9,11 @@ in the format FILE's suffix names:
               np.load(FILE)["prob"]
     .csv      a header `row,label,prob`, probabilities with 17 significant digits (exact float64)
     .parquet  the three columns, written by pyarrow (or pandas with a parquet engine) when installed
-Any other suffix is refused, and so is a directory that does not exist, before anything is scored.
+Any other suffix is refused, and so is a directory that does not exist, before anything is scored. A file
+already there is replaced only with --overwrite; the new one is written beside it and renamed over it, so
+an interrupted write leaves the old file (or none) whole.
 """
+import os
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +23,9 @@ from engine.run.errors import TrainingError
 FORMATS = (".npy", ".csv", ".parquet")
 
 
-def check_predictions_path(path) -> Path:
-    """The path, checked before scoring: a known suffix, an existing directory, not a directory itself."""
+def check_predictions_path(path, overwrite: bool = False) -> Path:
+    """The path, checked before scoring: a known suffix, an existing directory, not a directory itself, no
+    file there unless `overwrite`."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in FORMATS:
@@ -31,6 +35,8 @@ def check_predictions_path(path) -> Path:
         raise TrainingError(f"--predictions {path}: the directory {path.parent} does not exist")
     if path.is_dir():
         raise TrainingError(f"--predictions {path}: is a directory")
+    if path.exists() and not overwrite:
+        raise TrainingError(f"--predictions {path}: the file exists; pass --overwrite to replace it")
     if suffix == ".parquet":
         _parquet_writer()
     return path
@@ -61,11 +67,12 @@ def prediction_table(label, prob) -> dict:
             "prob": prob}
 
 
-def write_predictions(path, label, prob) -> Path:
-    """Write the table in the format of `path`'s suffix (check_predictions_path first). -> path."""
-    path = check_predictions_path(path)
+def write_predictions(path, label, prob, overwrite: bool = False) -> Path:
+    """Write the table in the format of `path`'s suffix (check_predictions_path first), by replace. -> path."""
+    path = check_predictions_path(path, overwrite)
     table = prediction_table(label, prob)
     suffix = path.suffix.lower()
+    final, path = path, path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         if suffix == ".npy":
             rows = np.empty(table["row"].shape[0], dtype=[("row", "<i8"), ("label", "i1"), ("prob", "<f8")])
@@ -80,6 +87,9 @@ def write_predictions(path, label, prob) -> Path:
                            fmt=["%d", "%d", "%.17g"], delimiter=",")
         else:
             _parquet_writer()(table, path)
+        os.replace(path, final)
     except OSError as error:
-        raise TrainingError(f"--predictions {path}: cannot write it ({error.strerror or error})")
-    return path
+        raise TrainingError(f"--predictions {final}: cannot write it ({error.strerror or error})")
+    finally:
+        path.unlink(missing_ok=True)
+    return final
