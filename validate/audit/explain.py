@@ -12,10 +12,8 @@ embedding table (an id of one field), Algorithm 1 of arXiv 2204.06240 does, afte
     L9   g_k        <- g_k * min(1, threshold_k / n_g)                     (a zero row stays zero)
     L10  w_k        <- Adam(w_k, g_k)
 
-(Ln: line n of Algorithm 1; every printed quantity's comment names its line.)
-
 with (ratio, floor) = (r, zeta) in the paper's form and (r, r * r * sqrt(K) * bound) in the reference
-code's. The L2 term 2 * lambda * w_k enters the clipped gradient in the reference form (the Keras
+code's; Ln is line n of the paper's Algorithm 1, and every printed quantity's comment names its line. The L2 term 2 * lambda * w_k enters the clipped gradient in the reference form (the Keras
 regulariser's gradient is part of what train.py clips) and is added after the clip in the paper's.
 Rows absent from the batch get only the L2 term, and Adam (the reference's dense Adam); in the
 reference form they are clipped as rows seen once.
