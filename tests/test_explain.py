@@ -193,7 +193,7 @@ def test_the_readmes_abridged_walk_is_the_real_output(output):
     from pathlib import Path
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    start = readme.index("`python -m validate.explain` (abridged")
+    start = readme.index("`python -m validate.audit.explain` (abridged")
     block = readme[readme.index("```\n", start) + 4:]
     block = block[:block.index("```")]
     printed = set(output.splitlines())
