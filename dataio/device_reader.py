@@ -1,4 +1,4 @@
-"""A training split kept in GPU memory, shuffled and sliced there (issue 14, part 4).
+"""A training split kept in GPU memory, shuffled and sliced there.
 
 Symbols: N rows in the split, B batch size, F sparse fields, D dense features.
 
