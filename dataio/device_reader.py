@@ -22,7 +22,8 @@ from typing import Iterator
 
 import numpy as np
 
-from dataio.reader import _ARRAYS, Batch, BatchReader, read_split
+from dataio.reader import _ARRAYS, BatchReader, read_split
+from dataio.schema import Batch
 
 DEVICE_SHARE = 0.25      # the most of the free device memory the training split may take
 

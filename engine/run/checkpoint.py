@@ -82,7 +82,7 @@ def recover_checkpoint(run_dir: Path) -> str | None:
     run_dir = Path(run_dir)
     final, tmp, old = run_dir / "checkpoint", run_dir / "checkpoint.tmp", run_dir / "checkpoint.old"
     if any(p.is_symlink() for p in (final, tmp, old)):
-        return None  # refused by engine.run_dir.refuse_links; never rename or delete through a link
+        return None  # refused by engine.run.directory.refuse_links; never rename or delete through a link
     done = None
     if not final.exists():
         if tmp.is_dir() and is_complete(tmp):

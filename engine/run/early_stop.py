@@ -3,7 +3,7 @@ a better valid AUC, and report the test metrics of the best.
 
 Layout beside the run's checkpoint/:
     best/checkpoint/   the parameters and Adam state of the evaluation with the best valid AUC, written
-                       atomically by the same engine.checkpoint.save_checkpoint
+                       atomically by the same engine.run.checkpoint.save_checkpoint
     best/config.json   a copy of the run's, so that `python -m engine.evaluate --run RUN/best` scores it
     early_stop.json    {"patience", "best_valid_auc", "best_step", "since_best"}: survives --resume
 """

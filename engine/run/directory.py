@@ -140,7 +140,7 @@ def check_fingerprint(out: Path, data, fingerprint: str) -> None:
     try:
         recorded = json.loads((out / "config.json").read_text()).get("data_fingerprint")
     except (OSError, json.JSONDecodeError):
-        return  # engine.run_config reads config.json first and names its problem
+        return  # engine.run.config reads config.json first and names its problem
     if recorded is not None and recorded != fingerprint:
         raise RunDirError(f"{data}: the dataset changed since {out} was trained on it (meta.json fingerprint "
                           f"{fingerprint[:19]}..., the run recorded {recorded[:19]}...); resuming would train on "
