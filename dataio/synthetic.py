@@ -345,7 +345,7 @@ def bayes_metrics(label: np.ndarray, prob: np.ndarray) -> dict:
     p = np.clip(prob.astype(np.float64), 1e-15, 1 - 1e-15)
     positive = label.astype(bool)
     total = math.fsum(pm.log(p[positive])) + math.fsum(pm.log(1.0 - p[~positive]))
-    return {"test_auc": auc(label, prob), "test_logloss": -total / max(len(p), 1)}
+    return {"test_auc": auc(label, prob), "test_logloss": -total / len(p) if len(p) else float("nan")}
 
 
 def _chunks(rows: int):
