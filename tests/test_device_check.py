@@ -17,8 +17,9 @@ def _run(env_extra: dict, *args):
                           capture_output=True, text=True, timeout=900)
 
 
-def test_device_check_smoke_under_the_cuda_simulator():
-    result = _run({"NUMBA_ENABLE_CUDASIM": "1"}, "--tiny")
+def test_device_check_smoke_under_the_cuda_simulator(tmp_path):
+    report = tmp_path / "report.txt"
+    result = _run({"NUMBA_ENABLE_CUDASIM": "1"}, "--tiny", "--report", str(report))
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     out = result.stdout
     assert "device_check on CUDA simulator" in out
@@ -28,6 +29,15 @@ def test_device_check_smoke_under_the_cuda_simulator():
     # the reproducibility lines, and the ours-vs-torch table (the twin runs on the CPU under the simulator)
     assert out.count("PASS  reproducibility") == 2 and "FAIL" not in out, out[-3000:]
     assert "ours/torch" in out and "V=300 dense B=16" in out and "V=300 lazy B=16" in out, out[-3000:]
+    # the roofline beside the measured step, and one report file holding all of it
+    assert "roofline: deepfm, B = 16, V = 300, dense" in out and "host syncs 3" in out, out[-3000:]
+    written = report.read_text()
+    assert "part   what" in written and "measured step" in written and "host syncs 3" in written
+    from validate.speed.roofline import measured_from_log
+    assert measured_from_log(report)["step"] > 0
+    # an existing report is not overwritten
+    again = _run({"NUMBA_ENABLE_CUDASIM": "1"}, "--tiny", "--report", str(report))
+    assert again.returncode == 2 and "--report" in again.stdout and report.read_text() == written
 
 
 def test_device_check_help_runs_nothing():

@@ -1,6 +1,6 @@
 """The GPU path against the CPU path, and its speed, on a machine with CUDA.
 
-    python -m validate.device_check                                   # a CUDA machine, < 5 minutes
+    python -m validate.device_check                                   # a CUDA machine, < 8 minutes in all
     NUMBA_ENABLE_CUDASIM=1 python -m validate.device_check --tiny     # CUDA simulator smoke test
 
 Needs CuPy (any CUDA build, imported as `cupy`), Numba and its CUDA target; no network, no
@@ -23,9 +23,16 @@ exits with status 2 (nothing was checked).
                the bench's PyTorch twin (validate.speed.torch_twin.torch_twin) on the same GPU, same params
                and batches, median of 8 steps after 2; skipped with a line when PyTorch or its
                CUDA is absent. Strict float32 on both sides (CuPy and torch do not use TF32 for
-               float32 GEMMs unless asked: CUPY_TF32=1, torch.backends.cuda.matmul.allow_tf32)
+               float32 GEMMs unless asked: CUPY_TF32=1, torch.backends.cuda.matmul.allow_tf32);
+               the 7 rows of issue 14's table and DeepFM at b = 1024 and 8192 with dense tables
+  5. roofline  validate.roofline's floor of DeepFM at the largest timed row on this GPU (H200, A100
+               or V100 by name), beside the step measured in 4 (`measured step <ms> ms`, which
+               `python -m validate.roofline --log REPORT` reads back)
+  6. scaling   `python -m validate.study.scaling --preset gpu --device cuda` with the device time left
+               of --budget-s (its --budget-s), its results in --scaling-out; not under --tiny
 
-It prints the checks' table, then the PyTorch table; the exit status is 1 if a check failed.
+It prints the checks' table, then the PyTorch table and the roofline, all also written to one
+report file (--report; an existing file is not overwritten); the exit status is 1 if a check failed.
 Symbols: B batch, F sparse fields, K embedding dim, V table rows, U unique ids in a batch.
 """
 from __future__ import annotations
@@ -260,7 +267,8 @@ def measure_speed(gpu, vocab: int, batch_size: int, config, steps: int, warmup: 
 # (vocabulary, embedding mode, batch): the rows of issue 14's table
 VERSUS_TORCH = [(337_630, "dense", 131072), (337_630, "lazy", 131072),
                 (33_762_577, "dense", 131072), (33_762_577, "lazy", 131072),
-                (33_762_577, "lazy", 1024), (33_762_577, "lazy", 8192), (33_762_577, "lazy", 32768)]
+                (33_762_577, "lazy", 1024), (33_762_577, "lazy", 8192), (33_762_577, "lazy", 32768),
+                (33_762_577, "dense", 1024), (33_762_577, "dense", 8192)]
 
 
 TWIN_DEVICE = "cpu" if SIMULATOR else "cuda"     # under the simulator: the code path, on the CPU
@@ -374,17 +382,89 @@ def print_table(rows: list) -> int:
     return failed
 
 
+class Tee:
+    """Writes to the terminal and to the report file alike."""
+
+    def __init__(self, stream, report):
+        self.stream, self.report = stream, report
+
+    def write(self, text):
+        self.report.write(text)
+        return self.stream.write(text)
+
+    def flush(self):
+        self.report.flush()
+        self.stream.flush()
+
+
+def print_roofline_beside(versus: list[tuple], device: str, cases: list, model_config) -> None:
+    """Part 5: validate.roofline for the largest timed DeepFM row, with that row's measured step."""
+    from validate.speed.roofline import GPUS, count_step, gpu_named, print_roofline, roofline
+
+    vocab, mode, batch_size = max(cases, key=lambda c: (c[2], c[0], c[1] == "dense"))
+    label = f"V={vocab:,} {mode} B={batch_size}"
+    ours = next((o for lab, _, o in versus if lab == label), None)
+    gpu = gpu_named(device)
+    counts = count_step("deepfm", mode)
+    result = roofline("deepfm", batch_size, vocab, mode, gpu, counts=counts)
+    print()
+    print_roofline(result, f"roofline: deepfm, B = {batch_size}, V = {vocab:,}, {mode}, modelled on {gpu} "
+                           f"({GPUS[gpu][0] / 1e12:.2f} TB/s)", {"step": ours} if ours else None)
+    if ours:
+        print(f"measured step {ours:.3f} ms")
+
+
+def run_scaling_study(budget_s: float, out: str) -> None:
+    """Part 6: the gpu preset of the scaling study, in a child, with the device time left."""
+    import subprocess
+
+    if budget_s < 60:
+        print(f"\nscaling: skipped, {budget_s:.0f} s of the budget left")
+        return
+    command = [sys.executable, "-m", "validate.study.scaling", "--preset", "gpu", "--device", "cuda",
+               "--budget-s", f"{budget_s:.0f}", "--out", out]
+    print(f"\nscaling: {' '.join(command[1:])}", flush=True)
+    child = subprocess.run(command, capture_output=True, text=True)
+    print(child.stdout[-6000:] + (child.stderr[-2000:] if child.returncode else ""))
+    print(f"scaling: exit status {child.returncode}")
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--tiny", is_flag=True, help="tiny sizes (for the CUDA simulator)")
 @click.option("--steps", default=5, show_default=True, help="timed steps of part 3 (median)")
-def main(tiny: bool, steps: int) -> None:
+@click.option("--report", "report_path", default=None,
+              help="the report file [default: device_check-<UTC time>.txt]; an existing file is refused")
+@click.option("--budget-s", default=480.0, show_default=True, help="device seconds for all parts, scaling last")
+@click.option("--scaling-out", default="runs/scaling-gpu", show_default=True, help="the scaling study's --out")
+def main(tiny: bool, steps: int, report_path: str | None, budget_s: float, scaling_out: str) -> None:
     """Check the CUDA path against the CPU path (kernels, a step of every model), its bitwise
-    reproducibility (same seed twice; stopped and resumed), and time DeepFM against a PyTorch twin
-    on the same GPU. Exit 0: all checks passed; 1: a check failed; 2: no GPU here."""
+    reproducibility (same seed twice; stopped and resumed), time DeepFM against a PyTorch twin
+    on the same GPU beside the roofline, and run the gpu scaling study in the time left.
+    Exit 0: all checks passed; 1: a check failed; 2: no GPU here, or the report file exists."""
+    started = time.perf_counter()
     reason = unavailable_reason()
     if reason:
         print(f"device_check: skipped, no GPU to check: {reason}")
         sys.exit(2)
+    report_path = report_path or time.strftime("device_check-%Y%m%dT%H%M%SZ.txt", time.gmtime())
+    try:
+        report = open(report_path, "x")
+    except OSError as error:
+        print(f"device_check: --report {report_path}: {error.strerror or error} (give a new file name)")
+        sys.exit(2)
+    terminal = sys.stdout
+    sys.stdout = Tee(terminal, report)
+    try:
+        failed = _run_parts(tiny, steps, budget_s, scaling_out, started)
+    finally:
+        sys.stdout = terminal
+        report.close()
+    print(f"report: {report_path}")
+    sys.exit(1 if failed else 0)
+
+
+def _run_parts(tiny: bool, steps: int, budget_s: float, scaling_out: str, started: float) -> int:
+    """Parts 1-6. -> number of failed checks."""
     from engine.backend import get_backend
     from models import ModelConfig
 
@@ -419,7 +499,12 @@ def main(tiny: bool, steps: int) -> None:
     print(f"  PyTorch comparison in {time.perf_counter() - t0:.1f} s")
     failed = print_table(rows)
     print_versus_torch(versus)
-    sys.exit(1 if failed else 0)
+    print_roofline_beside(versus, where, cases, config if tiny else None)
+    if tiny:
+        print("\nscaling: not run under --tiny (python -m validate.study.scaling --preset gpu on a GPU)")
+    else:
+        run_scaling_study(budget_s - (time.perf_counter() - started), scaling_out)
+    return failed
 
 
 def _device_name(xp) -> str:
