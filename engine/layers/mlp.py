@@ -9,6 +9,8 @@ Symbols: B batch, I input width, H hidden width.
 relu_mask_bias_grad and dense_input_grad run the elementwise ends and dx (fused kernels on `cpu`
 and `cuda`); without one, the plain forms of engine/kernels/dense.py run.
 """
+import numpy as np
+
 from engine.kernels import dense as plain
 from dataio.arrays import array_module_of
 
@@ -62,6 +64,21 @@ def relu_dense_backward(dy, dense_cache, relu_cache, owned: bool, kernels=None):
     return dense_backward(out, dense_cache, db, kernels)
 
 
+def dropout_mask(rng, shape, keep: float, like):
+    """[u < keep] / keep, u uniform on [0, 1), in like's dtype and array module.
+
+    Host arrays: u = rng.random(shape), the run's generator. Device arrays: u from a device generator
+    seeded by one draw of the run's generator, so no (B, H) host draw and copy per layer per step;
+    two GPU runs from one seed (or a resumed one: the run's generator is checkpointed) draw the same
+    masks, a CPU run other ones. engine/dist's per-rank generator (not a numpy Generator) keeps the
+    host draw, which it slices by rank."""
+    xp = array_module_of(like)
+    if xp is np or not isinstance(rng, np.random.Generator):
+        return xp.asarray((rng.random(shape) < keep).astype(like.dtype) / keep)
+    device_rng = xp.random.default_rng(int(rng.integers(2 ** 63)))
+    return (device_rng.random(shape) < keep).astype(like.dtype) / keep
+
+
 def mlp_forward(x, weights, biases, dropout_rate: float = 0.0, rng=None, kernels=None):
     """x (B, I) -> h (B, H_last) through len(weights) Dense+ReLU(+dropout) layers."""
     caches = []
@@ -70,9 +87,7 @@ def mlp_forward(x, weights, biases, dropout_rate: float = 0.0, rng=None, kernels
         h, dense_cache, relu_cache = dense_relu_forward(h, W, b, kernels)
         mask = None
         if dropout_rate > 0.0 and rng is not None:
-            keep = 1.0 - dropout_rate
-            mask = (rng.random(h.shape) < keep).astype(h.dtype) / keep     # drawn on the host (the run's RNG)
-            mask = array_module_of(h).asarray(mask)                            # and moved to h's device
+            mask = dropout_mask(rng, h.shape, 1.0 - dropout_rate, h)
             h = h * mask
         caches.append((dense_cache, relu_cache, mask))
     return h, caches

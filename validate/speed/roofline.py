@@ -223,6 +223,7 @@ def print_roofline(result: dict, title: str, measured: dict | None = None) -> No
     step = measured.get("step")
     print(f"{'modelled step':<14}{'':>19}{result['modelled_s'] * 1e3:>10.3f}{(f'{step:.3f}' if step else 'owed'):>13}"
           f"   (floor + {LAUNCH_S * 1e6:.0f} us a launch + {SYNC_S * 1e6:.0f} us a sync)")
+    print("  not in the model: CuPy's own launches (uncounted: the simulator runs them as NumPy) and GEMMs below peak")
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
