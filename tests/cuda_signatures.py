@@ -25,24 +25,35 @@ def _table(f):
         "engine.kernels.cowclip._cowclip_rows_kernel":
             (A(f, 2), A(f, 2), A(i64, 1), A(i64, 1), f64, f64, A(f64, 1)),
         "engine.kernels.dense._bias_relu_kernel": (A(f, 2), A(f, 1)),
-        "engine.kernels.dense._relu_mask_partial_kernel": (A(f, 2, "A"), A(f, 2), A(f, 2), A(f64, 2)),
+        "engine.kernels.dense._relu_mask_partial_kernel": (A(f, 2), A(f, 2), A(f, 2), A(f64, 2)),
         "engine.kernels.dense._column_sums_kernel": (A(f64, 2), A(f, 1)),
         "engine.kernels.dense_adam._adam_flat_kernel":
             (A(f, 1), A(f, 1), A(f, 1), A(f, 1), A(f64, 1), f64, f64, f64, f64),
         "engine.kernels.fm._fm_forward_kernel": (A(f, 3), A(f, 1), A(f, 2)),
-        "engine.kernels.fm._fm_backward_kernel": (A(f, 1), A(f, 3), A(f, 2), A(f, 3, "A"), boolean, A(f, 3)),
+        "engine.kernels.fm._fm_backward_kernel": (A(f, 1), A(f, 3), A(f, 2), A(f, 3), boolean, A(f, 3)),
         "engine.kernels.scatter_add._chunk_sums_kernel":
             (A(i64, 1), A(f, 2), A(i64, 1), A(i64, 1), A(i64, 1), A(f64, 2)),
         "engine.kernels.scatter_add._segment_sums_kernel": (A(i64, 1), A(f64, 2), A(f, 2)),
     }
 
 
+def _strided(f):
+    """The launches that may take a strided view as well: DeepFM's DNN part of the embedding gradient
+    (`add`, beside the dense features' columns), and a ReLU gradient a GPU is given as a view."""
+    return {
+        "engine.kernels.dense._relu_mask_partial_kernel": (A(f, 2, "A"), A(f, 2), A(f, 2), A(f64, 2)),
+        "engine.kernels.fm._fm_backward_kernel": (A(f, 1), A(f, 3), A(f, 2), A(f, 3, "A"), boolean, A(f, 3)),
+    }
+
+
 def _signatures() -> dict:
-    """{kernel: {label: argument types}}, label the float dtype."""
+    """{kernel: {label: argument types}}, label the float dtype (and "strided" for a view's variant)."""
     table = {}
     for label, f in FLOATS.items():
         for name, signature in _table(f).items():
             table.setdefault(name, {})[label] = signature
+        for name, signature in _strided(f).items():
+            table[name][f"{label} strided"] = signature
     return table
 
 

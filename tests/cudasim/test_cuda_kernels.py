@@ -324,3 +324,52 @@ def test_sorted_ids_cuda_index_as_numpy_unique_and_one_layout_for_both_tables(id
         order, starts = sa.segment_layout(np, inverse, unique.size)[:2]
         np.testing.assert_array_equal(index._last[1], order)
         np.testing.assert_array_equal(index._last[2], starts)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_every_cuda_launch_of_a_step_has_its_signature_in_the_compile_table(dtype, monkeypatch):
+    """Each model's step on the cuda backend (dense and lazy tables, dropout on) launches every kernel
+    only with argument types listed in tests/cuda_signatures.py, the table test_cuda_ptx.py compiles."""
+    import importlib
+    import pkgutil
+    import sys
+    from pathlib import Path
+
+    import numba
+
+    import engine.kernels
+    from engine.backend import get_backend
+    from engine.optim import AdamState
+    from engine.step import StepConfig, train_step
+    from models import ModelConfig, Schema, build_model
+    from validate.audit.gradcheck import check_batch
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from cuda_signatures import SIGNATURES
+
+    launched = set()
+    for info in pkgutil.iter_modules(engine.kernels.__path__):
+        module = importlib.import_module(f"engine.kernels.{info.name}")
+        if info.name != "common" and hasattr(module, "launch"):
+            def recording(kernel, num_threads, *args, _launch=module.launch, **kwargs):
+                launched.add((f"{kernel.py_func.__module__}.{kernel.py_func.__name__}",
+                              tuple(numba.typeof(a) for a in args)))
+                return _launch(kernel, num_threads, *args, **kwargs)
+            monkeypatch.setattr(module, "launch", recording)
+    for name in ("lr", "fm", "wdl", "deepfm", "dcn", "dcnv2", "dcnmix"):
+        for embed_optim in ("dense", "lazy"):
+            model = build_model(name, Schema((4, 12, 1, 6), 3),
+                                ModelConfig(embed_dim=3, dnn_hidden=(5, 4), cross_layers=2, num_experts=2, low_rank=2,
+                                            init_stddev=0.3, dropout=0.2, dtype=dtype))
+            kernels = get_backend("cuda")
+            params = model.init_params(0)
+            state = AdamState.zeros_like(params, np)
+            config = StepConfig(l2=1e-3, clip=0.1, bound=1e-3, embed_optim=embed_optim)
+            batch = check_batch()          # as the data files hold them: int32 ids, float32 features and labels
+            batch = type(batch)(batch.sparse.astype(np.int32), batch.dense.astype(np.float32),
+                                batch.label.astype(np.float32))
+            train_step(model, params, state, batch, config, kernels, rng=np.random.default_rng(0))
+    table = {(k, sig) for k, sigs in SIGNATURES.items() for sig in sigs.values()}
+    missing = {launch for launch in launched if launch not in table}
+    assert not missing, "\n".join(f"{k}: {[str(t) for t in sig]}" for k, sig in sorted(missing, key=str))
+    assert len({k for k, _ in launched}) >= 10
