@@ -31,6 +31,7 @@ from typing import Callable
 import numpy as np
 
 from engine.kernels import adam, cowclip, dense, dense_adam, fm, scatter_add
+from engine.kernels.common import NonFiniteFlag
 from engine.layers.fm import fm_backward_plain, fm_forward_plain
 
 
@@ -49,6 +50,8 @@ class Backend:
     bias_relu: Callable
     relu_mask_bias_grad: Callable
     dense_input_grad: Callable
+    # cuda: the flag its Adam kernels set when they store an inf or a nan (engine/kernels/common.py)
+    non_finite: object = None
 
     def to_host(self, array) -> np.ndarray:
         return array.get() if hasattr(array, "get") else np.asarray(array)
@@ -107,11 +110,13 @@ def _cuda_backend() -> Backend:
     else:
         import cupy as xp
     ids = scatter_add.SortedIds()      # one sort of the batch's ids serves both tables' sums
+    flag = NonFiniteFlag()             # set by the three Adam kernels, read by the divergence check
     return Backend("cuda", xp, ids.index_ids, ids.scatter_add_rows,
                    _in_place_with_scales(cowclip.cowclip_rows_cuda, xp),
-                   adam.adam_rows_cuda, adam.TableAdamCuda(),
+                   adam.RowsAdamCuda(flag), adam.TableAdamCuda(flag),
+                   non_finite=flag,
                    **{**PLAIN_DENSE_KERNELS,          # dx = dy W^T stays a cuBLAS GEMM
-                      "adam_dense_weights": dense_adam.DenseWeightsAdam(),
+                      "adam_dense_weights": dense_adam.DenseWeightsAdam(flag),
                       "fm_forward": fm.fm_forward_fused_cuda,
                       "fm_backward": fm.fm_backward_fused_cuda,
                       "bias_relu": dense.bias_relu_fused_cuda,

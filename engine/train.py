@@ -199,7 +199,7 @@ def take_step(job: Job, batch, epoch: int, step_in_epoch: int) -> tuple[float, d
     params, state = job.params, job.state
     loss, grads = job.process.loss_and_grads(job.model, params, batch, job.kernels, job.rng, job.cfg.accum)
     info = apply_gradients(job.model, params, grads, state, job.step_config, job.kernels, audit=job.cfg.audit)
-    loss, problem = divergence(loss, params, state, job.kernels.xp)     # the step's one read-back
+    loss, problem = divergence(loss, params, state, job.kernels)     # the step's one read-back
     if problem:
         stop_diverged(job, problem, epoch, step_in_epoch)
     job.global_step += 1

@@ -27,7 +27,7 @@ import numba
 import numpy as np
 
 from engine.cowclip import absent_row_factor
-from engine.kernels.common import array_module_of, cuda, float64, for_cuda, launch
+from engine.kernels.common import NonFiniteFlag, all_finite, array_module_of, cuda, float64, for_cuda, launch
 
 
 @numba.njit(cache=True)
@@ -171,10 +171,14 @@ class TableAdam:
 
 _adam_element_device = for_cuda(adam_element)
 _update_table_row_device = for_cuda(update_table_row)
+_all_finite_device = for_cuda(all_finite)
+
+# Each kernel also sets non_finite[0] = 1 when it stores an inf or a nan (engine/kernels/common.py
+# NonFiniteFlag): the stored values are read back from the cache, after rounding to the table's dtype.
 
 
 @cuda.jit
-def _adam_rows_kernel(table, m, v, ids, row_grads, lr_t, beta1, beta2, eps):
+def _adam_rows_kernel(table, m, v, ids, row_grads, lr_t, beta1, beta2, eps, non_finite):
     t = cuda.grid(1)
     k = table.shape[1]
     if t < ids.shape[0] * k:
@@ -184,24 +188,31 @@ def _adam_rows_kernel(table, m, v, ids, row_grads, lr_t, beta1, beta2, eps):
         table[r, c], m[r, c], v[r, c] = _adam_element_device(
             float64(table[r, c]), float64(m[r, c]), float64(v[r, c]), float64(row_grads[u, c]),
             lr_t, beta1, beta2, eps)
+        if not _all_finite_device(table[r, c], m[r, c], v[r, c]):
+            non_finite[0] = 1
 
 
 @cuda.jit
 def _adam_table_kernel(table, m, v, position, row_grads, l2, clip_absent, absent_ratio, absent_floor,
-                       lr_t, beta1, beta2, eps):
+                       lr_t, beta1, beta2, eps, non_finite):
     r = cuda.grid(1)
     if r < table.shape[0]:
         _update_table_row_device(table, m, v, r, position[r], row_grads, l2,
                                  clip_absent, absent_ratio, absent_floor, lr_t, beta1, beta2, eps)
+        for c in range(table.shape[1]):
+            if not _all_finite_device(table[r, c], m[r, c], v[r, c]):
+                non_finite[0] = 1
 
 
 class TableAdamCuda:
     """`adam_table` on the GPU: `_adam_table_kernel` with a [V] position map kept across calls
     (all -1 between calls, also after a launch that raised; a call sets and resets the batch's U
-    entries), instead of a map written in full each step (at V = 33.8M: 135 MB twice per table)."""
+    entries), instead of a map written in full each step (at V = 33.8M: 135 MB twice per table).
+    flag: the backend's NonFiniteFlag (a private one if not given)."""
 
-    def __init__(self):
+    def __init__(self, flag: NonFiniteFlag | None = None):
         self._position = None
+        self.flag = flag or NonFiniteFlag()
 
     def __call__(self, table, m, v, ids, row_grads, l2, clip_absent, absent_ratio, absent_floor,
                  lr_t, beta1, beta2, eps):
@@ -213,19 +224,32 @@ class TableAdamCuda:
         position[ids] = xp.arange(ids.shape[0], dtype=xp.int32)
         try:
             launch(_adam_table_kernel, V, table, m, v, position, row_grads, l2, bool(clip_absent),
-                   absent_ratio, absent_floor, lr_t, beta1, beta2, eps)
+                   absent_ratio, absent_floor, lr_t, beta1, beta2, eps, self.flag.on(xp))
         finally:
             position[ids] = -1
 
 
+class RowsAdamCuda:
+    """`adam_rows` on the GPU, setting the backend's NonFiniteFlag."""
+
+    def __init__(self, flag: NonFiniteFlag | None = None):
+        self.flag = flag or NonFiniteFlag()
+
+    def __call__(self, table, m, v, ids, row_grads, lr_t, beta1, beta2, eps):
+        launch(_adam_rows_kernel, ids.shape[0] * table.shape[1],
+               table, m, v, ids, row_grads, lr_t, beta1, beta2, eps, self.flag.on(array_module_of(table)))
+
+
 def adam_rows_cuda(table, m, v, ids, row_grads, lr_t, beta1, beta2, eps):
-    launch(_adam_rows_kernel, ids.shape[0] * table.shape[1],
-           table, m, v, ids, row_grads, lr_t, beta1, beta2, eps)
+    """The rows Adam with a flag of its own (the tests' plain launcher)."""
+    RowsAdamCuda()(table, m, v, ids, row_grads, lr_t, beta1, beta2, eps)
 
 
 def adam_table_cuda(table, m, v, ids, row_grads, l2, clip_absent, absent_ratio, absent_floor,
                     lr_t, beta1, beta2, eps):
-    """The table Adam with a position map made for this call (the tests' plain launcher)."""
-    position = row_positions(array_module_of(table), table.shape[0], ids)
+    """The table Adam with a position map made for this call and a flag of its own (the tests'
+    plain launcher)."""
+    xp = array_module_of(table)
+    position = row_positions(xp, table.shape[0], ids)
     launch(_adam_table_kernel, table.shape[0], table, m, v, position, row_grads, l2,
-           bool(clip_absent), absent_ratio, absent_floor, lr_t, beta1, beta2, eps)
+           bool(clip_absent), absent_ratio, absent_floor, lr_t, beta1, beta2, eps, xp.zeros(1, dtype=xp.int32))

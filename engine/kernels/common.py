@@ -4,6 +4,9 @@ take it from here), so the compatibility shims of engine/cuda_compat.py always r
 CUDA kernels convert loads with `float64(x)`, not `float(x)`: numba-cuda types float() of a
 float32 as float32 (checked in its PTX), the simulator as a Python float; float64() is a float64
 on both, so the simulator tests the arithmetic the GPU runs."""
+import math
+
+import numba
 import numpy as np
 
 from engine import cuda_compat  # noqa: F401  (must precede `numba.cuda`)
@@ -37,3 +40,24 @@ def contiguous_if_host(array):
     """A CUDA kernel takes CuPy views with their strides; the simulator, which runs kernels on
     host arrays, takes only contiguous ones, so host arrays are made contiguous (a copy if not)."""
     return np.ascontiguousarray(array) if isinstance(array, np.ndarray) else array
+
+
+@numba.njit(cache=True)
+def all_finite(a, b, c):
+    return math.isfinite(a) and math.isfinite(b) and math.isfinite(c)
+
+
+class NonFiniteFlag:
+    """int32[1] on the device, shared by the cuda backend's Adam kernels: a kernel that stores an inf
+    or a nan into a weight or a moment writes 1 (every writer writes the same value, so a plain
+    store suffices: no atomic). engine/run/guards.py reads it with the loss in the step's one copy
+    and clears it on the device, in place of a pass over every parameter and moment."""
+
+    def __init__(self):
+        self.array = None
+
+    def on(self, xp):
+        """The flag array (made zero on first use)."""
+        if self.array is None:
+            self.array = xp.zeros(1, dtype=xp.int32)
+        return self.array

@@ -13,7 +13,7 @@ checkpoint load). Each step the T gradients are concatenated into one [P] buffer
 copy) and one kernel updates all P elements, in float64 arithmetic, stored in the weights' dtype.
 """
 from engine.kernels.adam import adam_element
-from engine.kernels.common import array_module_of, cuda, float64, for_cuda, launch
+from engine.kernels.common import NonFiniteFlag, all_finite, array_module_of, cuda, float64, for_cuda, launch
 from engine.optim import adam_weight_update
 
 # --------------------------------------------------------------------------------------------
@@ -33,22 +33,27 @@ def adam_dense_weights_reference(params: dict, grads: dict, state, names: list, 
 # Numba CUDA: one thread per element of the flat buffers
 
 _adam_element_device = for_cuda(adam_element)
+_all_finite_device = for_cuda(all_finite)
 
 
 @cuda.jit
-def _adam_flat_kernel(w, m, v, g, l2, lr_t, beta1, beta2, eps):
+def _adam_flat_kernel(w, m, v, g, l2, lr_t, beta1, beta2, eps, non_finite):
+    """non_finite[0] <- 1 when a stored value is an inf or a nan (engine/kernels/common.py NonFiniteFlag)."""
     i = cuda.grid(1)
     if i < w.shape[0]:
         wi = float64(w[i])
         gi = float64(g[i]) + 2.0 * l2[i] * wi
         w[i], m[i], v[i] = _adam_element_device(wi, float64(m[i]), float64(v[i]), gi, lr_t, beta1, beta2, eps)
+        if not _all_finite_device(w[i], m[i], v[i]):
+            non_finite[0] = 1
 
 
 class DenseWeightsAdam:
     """The backend entry `adam_dense_weights` of the cuda backend (same signature as the reference)."""
 
-    def __init__(self):
+    def __init__(self, flag: NonFiniteFlag | None = None):
         self._key = None            # (names, l2s, ids of the views) the buffers were made for
+        self.flag = flag or NonFiniteFlag()
 
     def _views_in_place(self, params, state, names, l2s) -> bool:
         if self._key is None or self._key[:2] != (tuple(names), tuple(l2s)):
@@ -80,4 +85,4 @@ class DenseWeightsAdam:
             self._pack(params, state, names, l2s, xp)
         g = xp.concatenate([grads[n].ravel() for n in names])                        # (P,)
         launch(_adam_flat_kernel, self.w.shape[0], self.w, self.m, self.v, g, self.l2,
-               lr_t, adam.beta1, adam.beta2, adam.epsilon)
+               lr_t, adam.beta1, adam.beta2, adam.epsilon, self.flag.on(xp))

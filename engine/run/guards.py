@@ -3,8 +3,10 @@
 Divergence. The run stops at global step n, naming n and the checkpoint on disk, when
     step n's loss is not finite, or exceeds LOSS_LIMIT = 100 ln 2 (about 69.3), or
     after step n's update any parameter or Adam moment holds an inf or a nan.
-Both are read after the update, in one device-to-host copy (`divergence`): the loss and one float64
-sum of every array's sum, reduced on the device; an update that fails the check is never saved.
+Both are read after the update, in one device-to-host copy (`divergence`): the loss and, on the
+cuda backend, the flag its Adam kernels set when they store an inf or a nan (no pass over the
+arrays: they cover every parameter and moment, each written by them every step, or unchanged since
+the last check), elsewhere one float64 sum of every array's sum; an update that fails is never saved.
 Why 100 ln 2: the binary log loss of predicting 1/2 everywhere is ln 2, and a model that starts
 near that (every model here starts with logits near 0) only reaches 100 times it when its mean
 logit is wrong by about 70 on every row: the updates have blown up. A moment of inf alone does not
@@ -32,17 +34,27 @@ def loss_problem(loss: float) -> str | None:
     return None
 
 
-def divergence(loss, params: dict, state, xp) -> tuple[float, str | None]:
+def divergence(loss, params: dict, state, kernels) -> tuple[float, str | None]:
     """-> (the loss as a host float, why the run stops or None), with one device-to-host copy: the
-    loss (a device scalar on a GPU) beside the float64 sum of every parameter's and Adam moment's
-    float64 sum, which is non-finite when any element is. Only then are the arrays named (slow path)."""
-    arrays = [*params.values(), *state.m.values(), *state.v.values()]
+    loss (a device scalar on a GPU) beside a non-finite indicator of the parameters and moments.
+    The indicator is the flag that the cuda backend's Adam kernels set when they store an inf or a
+    nan (kernels.non_finite; then cleared on the device), else the float64 sum of every array's
+    float64 sum, reduced on the device. Only when it fires are the arrays named (slow path)."""
+    xp = kernels.xp
+    flag = getattr(kernels, "non_finite", None)
+    flag = flag.array if flag is not None else None
     with np.errstate(all="ignore"):  # inf + -inf is the nan this looks for, not a problem to warn about
-        state_sum = xp.stack([a.sum(dtype=xp.float64) for a in arrays]).sum()
-        loss, state_sum = (float(x) for x in np.asarray(_to_host(xp.stack([xp.asarray(loss, dtype=xp.float64),
-                                                                          state_sum]))))
+        if flag is not None:
+            indicator = xp.where(flag[0] != 0, xp.nan, 0.0)
+        else:
+            arrays = [*params.values(), *state.m.values(), *state.v.values()]
+            indicator = xp.stack([a.sum(dtype=xp.float64) for a in arrays]).sum()
+        loss, indicator = (float(x) for x in np.asarray(_to_host(xp.stack([xp.asarray(loss, dtype=xp.float64),
+                                                                           xp.asarray(indicator, dtype=xp.float64)]))))
+    if flag is not None:
+        flag[...] = 0
     problem = loss_problem(loss)
-    if problem is None and not math.isfinite(state_sum):
+    if problem is None and not math.isfinite(indicator):
         bad = non_finite_state(params, state, xp)
         problem = (f"{len(bad)} parameter or Adam moment array(s) hold inf or nan after the update "
                    f"({', '.join(bad[:3])})")

@@ -373,3 +373,37 @@ def test_every_cuda_launch_of_a_step_has_its_signature_in_the_compile_table(dtyp
     missing = {launch for launch in launched if launch not in table}
     assert not missing, "\n".join(f"{k}: {[str(t) for t in sig]}" for k, sig in sorted(missing, key=str))
     assert len({k for k, _ in launched}) >= 10
+
+
+def test_cuda_adam_kernels_flag_a_non_finite_store_for_the_divergence_check():
+    """The cuda backend's three Adam kernels set its NonFiniteFlag when they store an inf or a nan;
+    engine/run/guards.divergence reads it (no pass over the arrays), names the arrays, clears it."""
+    from engine.backend import get_backend
+    from engine.optim import AdamState
+    from engine.run.guards import divergence
+    from engine.step import StepConfig, train_step
+    from models import ModelConfig, Schema, build_model
+    from validate.audit.gradcheck import check_batch
+
+    model = build_model("deepfm", Schema((4, 12, 1, 6), 3), ModelConfig(embed_dim=3, dnn_hidden=(5,), init_stddev=0.3))
+    for embed_optim in ("dense", "lazy"):
+        kernels = get_backend("cuda")
+        params = model.init_params(0)
+        state = AdamState.zeros_like(params, np)
+        calm = StepConfig(l2=1e-3, clip=0.1, bound=1e-3, embed_optim=embed_optim)
+        info = train_step(model, params, state, check_batch(), calm, kernels)
+        loss, problem = divergence(info["loss"], params, state, kernels)
+        assert problem is None and loss == info["loss"] and kernels.non_finite.array[0] == 0
+        state.v["dnn.0.W"][0, 0] = np.inf                     # the next update stores an inf moment
+        info = train_step(model, params, state, check_batch(), calm, kernels)
+        assert kernels.non_finite.array[0] == 1
+        _, problem = divergence(info["loss"], params, state, kernels)
+        assert "hold inf or nan" in problem and "v/dnn.0.W" in problem
+        assert kernels.non_finite.array[0] == 0                # cleared for the next step
+        state.v["dnn.0.W"][0, 0] = 0.0
+        table = "embed.table"
+        state.m[table][...] = np.inf if embed_optim == "dense" else state.m[table]
+        if embed_optim == "lazy":
+            state.m[table][model.global_ids(check_batch().sparse).ravel()[0]] = np.inf
+        train_step(model, params, state, check_batch(), calm, kernels)
+        assert kernels.non_finite.array[0] == 1               # the table Adam flags its stores too
