@@ -57,21 +57,6 @@ class Backend:
         return self.xp.asarray(array, dtype=dtype)
 
 
-def _cowclip_rows_reference(row_grads, table, ids, counts, ratio, floor):
-    clipped, scales = cowclip.cowclip_rows_reference(row_grads, table, ids, counts, ratio, floor)
-    row_grads[...] = clipped
-    return scales
-
-
-def _in_place_with_scales(kernel, xp):
-    def cowclip_rows(row_grads, table, ids, counts, ratio, floor):
-        scales = xp.empty(row_grads.shape[0], dtype=xp.float64)
-        kernel(row_grads, table, ids, counts, float(ratio), float(floor), scales)
-        return scales
-
-    return cowclip_rows
-
-
 # the plain (NumPy/CuPy) forms of the entries beyond the sparse kernels
 PLAIN_DENSE_KERNELS = dict(
     adam_dense_weights=dense_adam.adam_dense_weights_reference,
@@ -85,13 +70,13 @@ PLAIN_DENSE_KERNELS = dict(
 
 def _numpy_backend() -> Backend:
     return Backend("numpy", np, scatter_add.index_ids_reference,
-                   scatter_add.scatter_add_rows_reference, _cowclip_rows_reference,
+                   scatter_add.scatter_add_rows_reference, cowclip.cowclip_rows_numpy,
                    adam.adam_rows_reference, adam.adam_table_reference, **PLAIN_DENSE_KERNELS)
 
 
 def _cpu_backend() -> Backend:
     return Backend("cpu", np, scatter_add.IdIndexer(), scatter_add.scatter_add_rows_cpu,
-                   _in_place_with_scales(cowclip.cowclip_rows_cpu, np),
+                   cowclip.cowclip_rows_cpu,
                    adam.adam_rows_cpu, adam.TableAdam(),
                    **{**PLAIN_DENSE_KERNELS,          # the dense-weight Adam stays the plain loop
                       "fm_forward": fm.fm_forward_fused_cpu,
@@ -110,7 +95,7 @@ def _cuda_backend() -> Backend:
 
         index_ids = scatter_add.index_ids_cuda
     return Backend("cuda", xp, index_ids, scatter_add.scatter_add_rows_cuda,
-                   _in_place_with_scales(cowclip.cowclip_rows_cuda, xp),
+                   cowclip.cowclip_rows_cuda,
                    adam.adam_rows_cuda, adam.TableAdamCuda(),
                    **{**PLAIN_DENSE_KERNELS,          # dx = dy W^T stays a cuBLAS GEMM
                       "adam_dense_weights": dense_adam.DenseWeightsAdam(),

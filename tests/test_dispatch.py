@@ -52,7 +52,7 @@ def test_cpu_backend_runs_its_fused_kernels_through_the_same_layers(numba_calls)
     _steps("deepfm", "cpu")
     called = set(numba_calls)
     for kernel in ("fm_forward_cpu", "fm_backward_cpu", "bias_relu_cpu", "relu_backward_bias_grad_cpu",
-                   "outer_cpu", "_index_ids_cpu", "_scatter_add_rows_cpu", "cowclip_rows_cpu", "_adam_table_cpu"):
+                   "outer_cpu", "_index_ids_cpu", "_scatter_add_rows_cpu", "_cowclip_rows_cpu", "_adam_table_cpu"):
         assert kernel in called, (kernel, sorted(called))
 
 
