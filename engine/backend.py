@@ -79,8 +79,8 @@ def _cpu_backend() -> Backend:
                    cowclip.cowclip_rows_cpu,
                    adam.adam_rows_cpu, adam.TableAdam(),
                    **{**PLAIN_DENSE_KERNELS,          # the dense-weight Adam stays the plain loop
-                      "fm_forward": fm.fm_forward_fused_cpu,
-                      "fm_backward": fm.fm_backward_fused_cpu,
+                      "fm_forward": fm.fm_forward_cpu,
+                      "fm_backward": fm.fm_backward_cpu,
                       "bias_relu": dense.bias_relu_fused_cpu,
                       "relu_mask_bias_grad": dense.relu_backward_bias_grad_cpu,
                       "dense_input_grad": dense.dense_input_grad_cpu})
@@ -99,8 +99,8 @@ def _cuda_backend() -> Backend:
                    adam.adam_rows_cuda, adam.TableAdamCuda(),
                    **{**PLAIN_DENSE_KERNELS,          # dx = dy W^T stays a cuBLAS GEMM
                       "adam_dense_weights": dense_adam.DenseWeightsAdam(),
-                      "fm_forward": fm.fm_forward_fused_cuda,
-                      "fm_backward": fm.fm_backward_fused_cuda,
+                      "fm_forward": fm.fm_forward_cuda,
+                      "fm_backward": fm.fm_backward_cuda,
                       "bias_relu": dense.bias_relu_fused_cuda,
                       "relu_mask_bias_grad": dense.relu_mask_bias_grad_cuda})
 

@@ -184,20 +184,20 @@ def test_fm_cuda_kernels_within_a_rounding_of_float64():
     emb = rng.normal(size=(9, 4, 3)).astype(np.float32)
     dout = rng.normal(size=9).astype(np.float32)
     add = rng.normal(size=(9, 4 * 3 + 2)).astype(np.float32)[:, :12].reshape(9, 4, 3)   # strided, as DeepFM
-    out, (cached, field_sum) = fm.fm_forward_fused_cuda(emb)
+    out, (cached, field_sum) = fm.fm_forward_cuda(emb)
     e = emb.astype(np.float64)
     fs64, sq64 = e.sum(axis=1), (e * e).sum(axis=1)
     scale = (fs64 ** 2 + sq64).sum(axis=1)
     _assert_within(out, 0.5 * (fs64 ** 2 - sq64).sum(axis=1), scale)
     _assert_within(field_sum, fs64, np.abs(e).sum(axis=1))
     for extra in (None, add):
-        demb = fm.fm_backward_fused_cuda(dout, (cached, field_sum), extra)
+        demb = fm.fm_backward_cuda(dout, (cached, field_sum), extra)
         ref = dout[:, None, None].astype(np.float64) * (field_sum[:, None, :].astype(np.float64) - e)
         if extra is not None:
             ref = ref + extra
         _assert_within(demb, ref, np.abs(ref) + 1.0)
-    assert np.abs(fm.fm_backward_fused_cuda(dout, (cached, field_sum), add)
-                  - fm.fm_backward_fused_cuda(dout, (cached, field_sum))).max() > 0.1
+    assert np.abs(fm.fm_backward_cuda(dout, (cached, field_sum), add)
+                  - fm.fm_backward_cuda(dout, (cached, field_sum))).max() > 0.1
 
 
 def test_bias_relu_cuda_kernels_against_plain_forms():
