@@ -24,7 +24,6 @@ Words, one meaning each, in the engine and the models:
 from dataclasses import dataclass
 
 from engine.cowclip import COWCLIP, ClipRule, check_form, clip_audit, clip_rows, clips_absent_rows, l2_before_clip
-from engine.kernels.dense_adam import adam_dense_weights_reference
 from engine.optim import EMBED_MODES, AdamConfig, AdamState, bias_corrected_lr, warmup_lr
 
 
@@ -67,16 +66,16 @@ def apply_gradients(model, params: dict, grads: dict, state: AdamState, config: 
 
 
 def update_weights(model, params: dict, grads: dict, state: AdamState, config: StepConfig, t: int,
-                   kernels=None) -> float:
+                   kernels) -> float:
     """Step 2: L2 term and Adam (update number t) on every parameter but the tables, with the
-    backend's `adam_dense_weights` (the plain loop without a backend). -> the lr used."""
+    backend's `adam_dense_weights`. -> the lr used."""
     l2_weights = model.l2_weights(config.l2)
     tables = set(model.table_names())
     lr_weights = warmup_lr(config.lr, t - 1, config.warmup_updates)
     lr_t = bias_corrected_lr(lr_weights, t, config.adam)
     names = [name for name in params if name not in tables]
-    adam = kernels.adam_dense_weights if kernels is not None else adam_dense_weights_reference
-    adam(params, grads, state, names, [l2_weights.get(name, 0.0) for name in names], lr_t, config.adam)
+    l2s = [l2_weights.get(name, 0.0) for name in names]
+    kernels.adam_dense_weights(params, grads, state, names, l2s, lr_t, config.adam)
     return lr_weights
 
 

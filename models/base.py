@@ -14,8 +14,7 @@ A model is `params` (a flat dict of arrays with stable names) plus `loss(params,
 `RowGrad(ids, rows, counts)` (see engine/layers/embedding.py), sharing ids and counts. Each model
 writes out its whole `forward`, layer by layer, and its `backward` as the forward's calls in
 reverse order (llm.c's gpt2_backward), in its own file. `kernels` (a backend, engine/backend.py) is
-passed down to every layer that has backend kernels; without one (`logits(params, batch)`), the
-layers run their plain NumPy/CuPy forms.
+passed down to every layer that has backend kernels (get_backend("numpy"): their plain NumPy forms).
 
 L2 penalties are not in `loss`: they depend on the optimizer mode and, in the reference form,
 enter between the backward pass and CowClip, so the step applies them (engine/step.py) with the
@@ -138,7 +137,7 @@ class CTRModel:
             raise ValueError(f"dense features have width {features.shape[-1]}, expected {self.schema.num_dense}")
         return features
 
-    def forward(self, params, batch, training: bool = False, rng=None, kernels=None):
+    def forward(self, params, batch, kernels, training: bool = False, rng=None):
         """-> logits (B,), cache. Each model writes it out, layer by layer."""
         raise NotImplementedError
 
@@ -146,12 +145,12 @@ class CTRModel:
         """dlogits (B,) -> grads with the keys of params: the forward's calls in reverse order."""
         raise NotImplementedError
 
-    def logits(self, params, batch, kernels=None):
-        return self.forward(params, batch, kernels=kernels)[0]
+    def logits(self, params, batch, kernels):
+        return self.forward(params, batch, kernels)[0]
 
     def loss(self, params, batch, kernels, training: bool = True, rng=None):
         """-> (mean BCE loss as a float, grads)."""
-        logits, cache = self.forward(params, batch, training, rng, kernels)
+        logits, cache = self.forward(params, batch, kernels, training, rng)
         loss, loss_cache = bce_with_logits_forward(logits, batch.label)
         dlogits = bce_with_logits_backward(loss_cache)
         return loss, self.backward(dlogits, cache, kernels)

@@ -26,7 +26,7 @@ class _DeepAndCross(CTRModel):
         params.update(init_head(rng, self.input_width + hidden[-1]))
         return params
 
-    def forward(self, params, batch, training=False, rng=None, kernels=None):
+    def forward(self, params, batch, kernels, training=False, rng=None):
         xp = array_module_of(batch.dense)
         features = self.features(batch)                                               # (B, D)
         ids = self.global_ids(batch.sparse)                                           # (B, F)

@@ -2,6 +2,10 @@
 full training step of every model without calling one Numba-compiled function; backend `cpu`
 runs its fused kernels through the same layer code. The spy sits on the class of every `@njit`
 function, so it also sees a layer that imported and called a Numba kernel directly."""
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from numba.core.registry import CPUDispatcher
@@ -11,6 +15,7 @@ from engine.optim import AdamState
 from engine.step import StepConfig, train_step
 from models import MODELS, ModelConfig, Schema, build_model
 from validate.audit.gradcheck import check_batch
+from tests.conftest import REPO_ROOT
 
 CONFIG = ModelConfig(embed_dim=3, dnn_hidden=(5, 4), cross_layers=2, num_experts=2, low_rank=2,
                      init_stddev=0.3)
@@ -68,3 +73,26 @@ def test_numpy_and_cpu_backends_agree_on_a_float64_step():
         results.append(params)
     for key in results[0]:
         np.testing.assert_allclose(results[1][key], results[0][key], rtol=1e-10, atol=1e-13)
+
+
+LAYER_MODULES = sorted(f"engine.layers.{path.stem}" for path in (REPO_ROOT / "engine" / "layers").glob("*.py")
+                       if path.stem != "__init__")
+
+
+@pytest.mark.parametrize("module", LAYER_MODULES)
+def test_importing_a_layer_loads_no_numba_cuda(module):
+    """A layer is array math handed its kernels; importing it must not start Numba's CUDA
+    machinery (0.7 s, and a CUDA driver probe). A fresh interpreter sees the import alone."""
+    probe = f"import sys, {module}; print('numba.cuda' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT, capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["False"], module
+
+
+def test_the_layer_import_check_sees_a_module_that_loads_numba_cuda():
+    result = subprocess.run([sys.executable, "-c", "import sys, engine.backend; print('numba.cuda' in sys.modules)"],
+                            cwd=REPO_ROOT, capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, timeout=120)
+    assert result.stdout.split() == ["True"], result.stderr[-2000:]
+    assert len(LAYER_MODULES) >= 6

@@ -81,7 +81,7 @@ def ab_compare(batch_size: int, vocab: int, rounds: int = 3) -> list[tuple]:
     cpu = get_backend("cpu")
 
     def fast_mlp():
-        h, caches = mlp_forward(x0, weights, biases, kernels=cpu)
+        h, caches = mlp_forward(x0, weights, biases, 0.0, None, cpu)
         return mlp_backward(dh, caches, cpu)[0]
 
     def plain_fm():                       # NumPy forward, backward, then the DNN's demb added
