@@ -31,7 +31,7 @@ from typing import Callable
 import numpy as np
 
 from engine.kernels import adam, cowclip, dense, dense_adam, fm, scatter_add
-from engine.layers.fm import fm_backward_plain, fm_forward_plain
+from engine.layers.fm import fm_backward_numpy, fm_forward_numpy
 
 
 @dataclass(frozen=True)
@@ -60,18 +60,18 @@ class Backend:
 # the plain (NumPy/CuPy) forms of the entries beyond the sparse kernels
 PLAIN_DENSE_KERNELS = dict(
     adam_dense_weights=dense_adam.adam_dense_weights_reference,
-    fm_forward=fm_forward_plain,
-    fm_backward=fm_backward_plain,
-    bias_relu=dense.bias_relu_reference,
-    relu_mask_bias_grad=dense.relu_mask_bias_grad_reference,
-    dense_input_grad=dense.dense_input_grad_reference,
+    fm_forward=fm_forward_numpy,
+    fm_backward=fm_backward_numpy,
+    bias_relu=dense.bias_relu_numpy,
+    relu_mask_bias_grad=dense.relu_mask_bias_grad_numpy,
+    dense_input_grad=dense.dense_input_grad_numpy,
 )
 
 
 def _numpy_backend() -> Backend:
-    return Backend("numpy", np, scatter_add.index_ids_reference,
-                   scatter_add.scatter_add_rows_reference, cowclip.cowclip_rows_numpy,
-                   adam.adam_rows_reference, adam.adam_table_reference, **PLAIN_DENSE_KERNELS)
+    return Backend("numpy", np, scatter_add.index_ids_numpy,
+                   scatter_add.scatter_add_rows_numpy, cowclip.cowclip_rows_numpy,
+                   adam.adam_rows_numpy, adam.adam_table_numpy, **PLAIN_DENSE_KERNELS)
 
 
 def _cpu_backend() -> Backend:
@@ -81,15 +81,15 @@ def _cpu_backend() -> Backend:
                    **{**PLAIN_DENSE_KERNELS,          # the dense-weight Adam stays the plain loop
                       "fm_forward": fm.fm_forward_cpu,
                       "fm_backward": fm.fm_backward_cpu,
-                      "bias_relu": dense.bias_relu_fused_cpu,
-                      "relu_mask_bias_grad": dense.relu_backward_bias_grad_cpu,
+                      "bias_relu": dense.bias_relu_cpu,
+                      "relu_mask_bias_grad": dense.relu_mask_bias_grad_cpu,
                       "dense_input_grad": dense.dense_input_grad_cpu})
 
 
 def _cuda_backend() -> Backend:
     if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
         xp = np  # the simulator runs the CUDA kernels on host arrays
-        index_ids = scatter_add.index_ids_reference
+        index_ids = scatter_add.index_ids_numpy
     else:
         import cupy as xp
 
@@ -101,7 +101,7 @@ def _cuda_backend() -> Backend:
                       "adam_dense_weights": dense_adam.DenseWeightsAdam(),
                       "fm_forward": fm.fm_forward_cuda,
                       "fm_backward": fm.fm_backward_cuda,
-                      "bias_relu": dense.bias_relu_fused_cuda,
+                      "bias_relu": dense.bias_relu_cuda,
                       "relu_mask_bias_grad": dense.relu_mask_bias_grad_cuda})
 
 

@@ -56,7 +56,7 @@ def test_numpy_backend_calls_no_numba_function(name, embed_optim, numba_calls):
 def test_cpu_backend_runs_its_fused_kernels_through_the_same_layers(numba_calls):
     _steps("deepfm", "cpu")
     called = set(numba_calls)
-    for kernel in ("_fm_forward_cpu", "_fm_backward_cpu", "bias_relu_cpu", "relu_backward_bias_grad_cpu",
+    for kernel in ("_fm_forward_cpu", "_fm_backward_cpu", "_bias_relu_cpu", "relu_mask_bias_grad_cpu",
                    "outer_cpu", "_index_ids_cpu", "_scatter_add_rows_cpu", "_cowclip_rows_cpu", "_adam_table_cpu"):
         assert kernel in called, (kernel, sorted(called))
 

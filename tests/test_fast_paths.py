@@ -24,7 +24,7 @@ def test_table_adam_with_kept_workspace_equals_reference_over_steps(clip_absent,
         rows = rng.normal(size=(ids.size, K))
         lr_t = 1e-2 * (1 - 0.999 ** (step + 1)) ** 0.5 / (1 - 0.9 ** (step + 1))
         args = (ids, rows, 0.3, clip_absent, absent_ratio, 1e-3, lr_t, 0.9, 0.999, 1e-7)
-        adam.adam_table_reference(*state_ref, *args)
+        adam.adam_table_numpy(*state_ref, *args)
         fast(*state_fast, *args)
         assert np.all(fast._position == -1)                               # left clean for the next call
         for want, got in zip(state_ref, state_fast):
@@ -71,7 +71,7 @@ def test_take_gather_repeats_rows_like_fancy_indexing():
 
 @pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-12), (np.float32, 2e-5)])
 def test_fused_fm_kernels_equal_plain_forms(dtype, rtol):
-    from engine.layers.fm import fm_backward, fm_backward_plain, fm_forward, fm_forward_plain
+    from engine.layers.fm import fm_backward, fm_backward_numpy, fm_forward, fm_forward_numpy
 
     rng = np.random.default_rng(3)
     emb = rng.normal(size=(37, 6, 4)).astype(dtype)
@@ -79,13 +79,13 @@ def test_fused_fm_kernels_equal_plain_forms(dtype, rtol):
     wide = rng.normal(size=(37, 6 * 4 + 3)).astype(dtype)
     add = wide[:, :24].reshape(37, 6, 4)                      # a strided view, as DeepFM passes
     out, cache = fm_forward(emb, CPU)
-    out_plain, cache_plain = fm_forward_plain(emb)
+    out_numpy, cache_numpy = fm_forward_numpy(emb)
     assert out.dtype == dtype and cache[1].dtype == dtype
-    np.testing.assert_allclose(out, out_plain, rtol=rtol, atol=rtol * np.abs(out_plain).max())
-    np.testing.assert_allclose(cache[1], cache_plain[1], rtol=rtol, atol=rtol)
+    np.testing.assert_allclose(out, out_numpy, rtol=rtol, atol=rtol * np.abs(out_numpy).max())
+    np.testing.assert_allclose(cache[1], cache_numpy[1], rtol=rtol, atol=rtol)
     for extra in (None, add):
         got = fm_backward(dout, cache, extra, CPU)
-        want = fm_backward_plain(dout, cache_plain, add=extra)
+        want = fm_backward_numpy(dout, cache_numpy, add=extra)
         assert got.dtype == dtype and got.shape == emb.shape
         np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * np.abs(want).max())
     # `add` is really added (a kernel that dropped it would still pass the None case)
@@ -94,7 +94,7 @@ def test_fused_fm_kernels_equal_plain_forms(dtype, rtol):
 
 @pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-12), (np.float32, 1e-5)])
 def test_fused_bias_relu_kernels_equal_plain_forms(dtype, rtol):
-    from engine.kernels.dense import bias_relu_cpu, relu_backward_bias_grad_cpu
+    from engine.kernels.dense import bias_relu_cpu, relu_mask_bias_grad_cpu
 
     rng = np.random.default_rng(4)
     pre = rng.normal(size=(5000, 7)).astype(dtype)          # more rows than one row block
@@ -105,11 +105,11 @@ def test_fused_bias_relu_kernels_equal_plain_forms(dtype, rtol):
     dy = rng.normal(size=(5000, 7)).astype(dtype)
     want = dy * (y > 0)
     out = np.empty_like(dy)
-    db = relu_backward_bias_grad_cpu(dy, y, out)
+    db = relu_mask_bias_grad_cpu(dy, y, out)
     np.testing.assert_array_equal(out, want)
     np.testing.assert_allclose(db, want.sum(axis=0), rtol=rtol, atol=rtol)
     in_place = dy.copy()
-    relu_backward_bias_grad_cpu(in_place, y, in_place)        # out may be dy itself
+    relu_mask_bias_grad_cpu(in_place, y, in_place)        # out may be dy itself
     np.testing.assert_array_equal(in_place, want)
 
 

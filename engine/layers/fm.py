@@ -12,7 +12,7 @@ The plain forms below are the math and the fused kernels' test oracle. `fm_forwa
 """
 
 
-def fm_forward_plain(emb):
+def fm_forward_numpy(emb):
     """emb (B, F, K) -> out (B,)."""
     field_sum = emb.sum(axis=1)                       # (B, K)
     square_of_sum = field_sum * field_sum             # (B, K)
@@ -21,7 +21,7 @@ def fm_forward_plain(emb):
     return out, (emb, field_sum)
 
 
-def fm_backward_plain(dout, cache, add=None):
+def fm_backward_numpy(dout, cache, add=None):
     """dout (B,) -> demb (B, F, K), plus `add` (B, F, K) when given."""
     emb, field_sum = cache
     demb = field_sum[:, None, :] - emb                # (B, F, K)

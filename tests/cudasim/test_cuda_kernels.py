@@ -27,8 +27,8 @@ def test_scatter_add_cuda(dtype, rtol):
     from engine.kernels import scatter_add as sa
 
     ids, src, _ = _case(dtype)
-    unique, inverse, counts = sa.index_ids_reference(ids, 40)
-    want = sa.scatter_add_rows_reference(inverse, src.astype(np.float64), unique.size)
+    unique, inverse, counts = sa.index_ids_numpy(ids, 40)
+    want = sa.scatter_add_rows_numpy(inverse, src.astype(np.float64), unique.size)
     got = sa.scatter_add_rows_cuda(inverse, src, unique.size)
     np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol)
 
@@ -59,13 +59,13 @@ def test_scatter_add_cuda_within_the_derived_bound_of_the_exact_sum():
     from engine.kernels import scatter_add as sa
 
     ids, src = _heavy_case()
-    unique, inverse, counts = sa.index_ids_reference(ids, 300)
+    unique, inverse, counts = sa.index_ids_numpy(ids, 300)
     got = sa.scatter_add_rows_cuda(inverse, src, unique.size).astype(np.float64)
     exact, bound = segmented_sum_bound(src, inverse, unique.size, sa.SEGMENT_CHUNK)
     assert counts.max() >= 3000
     assert np.all(np.abs(got - exact) <= bound), np.max(np.abs(got - exact) / bound)
     # the bound is tight enough to catch float32 accumulation (what the atomics did, in some order)
-    float32_sum = sa.scatter_add_rows_reference(inverse, src, unique.size).astype(np.float64)
+    float32_sum = sa.scatter_add_rows_numpy(inverse, src, unique.size).astype(np.float64)
     assert np.any(np.abs(float32_sum - exact) > bound)
 
 
@@ -75,7 +75,7 @@ def test_scatter_add_cuda_sums_in_a_fixed_order_whatever_the_launch():
     from engine.kernels import scatter_add as sa
 
     ids, src = _heavy_case(seed=2)
-    unique, inverse, _ = sa.index_ids_reference(ids, 300)
+    unique, inverse, _ = sa.index_ids_numpy(ids, 300)
     runs = [sa.scatter_add_rows_cuda(inverse, src, unique.size, threads_per_block=tpb)
             for tpb in (256, 256, 64, 32)]
     for other in runs[1:]:
@@ -105,8 +105,8 @@ def test_cowclip_cuda(dtype, rtol):
 
     ids, src, table = _case(dtype)
     ids[-1] = 5                                   # a zero weight row: the floor binds
-    unique, inverse, counts = sa.index_ids_reference(ids, 40)
-    rows = sa.scatter_add_rows_reference(inverse, src.astype(np.float64), unique.size)
+    unique, inverse, counts = sa.index_ids_numpy(ids, 40)
+    rows = sa.scatter_add_rows_numpy(inverse, src.astype(np.float64), unique.size)
     rows[1] = 0.0                                 # a zero gradient row
     want = rows.copy()
     want_scales = cc.cowclip_rows_numpy(want, table.astype(np.float64), unique, counts, 0.3, 0.05)
@@ -130,10 +130,10 @@ def test_adam_cuda(mode, dtype, rtol):
     got = [a.astype(dtype) for a in ref]
     for _ in range(3):
         if mode == "rows":
-            adam.adam_rows_reference(*ref, ids, rows, 1e-2, 0.9, 0.999, 1e-7)
+            adam.adam_rows_numpy(*ref, ids, rows, 1e-2, 0.9, 0.999, 1e-7)
             adam.adam_rows_cuda(*got, ids, rows.astype(dtype), 1e-2, 0.9, 0.999, 1e-7)
         else:
-            adam.adam_table_reference(*ref, ids, rows, 0.6, True, 1.0, 0.01, 1e-2, 0.9, 0.999, 1e-7)
+            adam.adam_table_numpy(*ref, ids, rows, 0.6, True, 1.0, 0.01, 1e-2, 0.9, 0.999, 1e-7)
             adam.adam_table_cuda(*got, ids, rows.astype(dtype), 0.6, True, 1.0, 0.01, 1e-2, 0.9, 0.999, 1e-7)
     for g, r in zip(got, ref):
         np.testing.assert_allclose(g, r, rtol=rtol, atol=rtol * 1e-2)
@@ -206,8 +206,8 @@ def test_bias_relu_cuda_kernels_against_plain_forms():
     rng = np.random.default_rng(12)
     pre = rng.normal(size=(600, 5)).astype(np.float32)                 # three row blocks of 256
     b = rng.normal(size=5).astype(np.float32)
-    y = dense.bias_relu_fused_cuda(pre.copy(), b)
-    assert y.tobytes() == dense.bias_relu_reference(pre.copy(), b).tobytes()
+    y = dense.bias_relu_cuda(pre.copy(), b)
+    assert y.tobytes() == dense.bias_relu_numpy(pre.copy(), b).tobytes()
     assert (y == 0).mean() > 0.2
     dy = rng.normal(size=(600, 5)).astype(np.float32)
     out = np.empty_like(dy)
@@ -265,7 +265,7 @@ def test_table_adam_cuda_with_kept_position_map(clip_absent, absent_ratio):
         rows = rng.normal(size=(ids.size, 4)).astype(np.float32)
         args = (ids, rows, 0.3, clip_absent, absent_ratio, 1e-3, 1e-2, 0.9, 0.999, 1e-7)
         fast(*new, *args)
-        adam.adam_table_reference(*ref, ids, rows.astype(np.float64), *args[2:])
+        adam.adam_table_numpy(*ref, ids, rows.astype(np.float64), *args[2:])
         assert np.all(fast._position == -1)                   # left clean for the next call
         for a, r in zip(new, ref):
             # float64 arithmetic from the same float32 inputs, rounded once
