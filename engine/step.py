@@ -68,14 +68,14 @@ def apply_gradients(model, params: dict, grads: dict, state: AdamState, config: 
 def update_weights(model, params: dict, grads: dict, state: AdamState, config: StepConfig, t: int,
                    kernels) -> float:
     """Step 2: L2 term and Adam (update number t) on every parameter but the tables, with the
-    backend's `adam_dense_weights`. -> the lr used."""
+    backend's `adam_weights`. -> the lr used."""
     l2_weights = model.l2_weights(config.l2)
     tables = set(model.table_names())
     lr_weights = warmup_lr(config.lr, t - 1, config.warmup_updates)
     lr_t = bias_corrected_lr(lr_weights, t, config.adam)
     names = [name for name in params if name not in tables]
     l2s = [l2_weights.get(name, 0.0) for name in names]
-    kernels.adam_dense_weights(params, grads, state, names, l2s, lr_t, config.adam)
+    kernels.adam_weights(params, grads, state, names, l2s, lr_t, config.adam)
     return lr_weights
 
 

@@ -223,7 +223,7 @@ def test_bias_relu_cuda_kernels_against_plain_forms():
 
 
 def test_dense_weights_adam_cuda_in_one_flat_buffer():
-    from engine.kernels.dense_adam import DenseWeightsAdam, adam_dense_weights_reference
+    from engine.kernels.weights_adam import WeightsAdamCuda, adam_weights_numpy
     from engine.optim import AdamConfig, AdamState
 
     rng = np.random.default_rng(13)
@@ -232,7 +232,7 @@ def test_dense_weights_adam_cuda_in_one_flat_buffer():
     params = {k: rng.normal(size=s).astype(np.float32) for k, s in shapes.items()}
     ref_params = {k: v.astype(np.float64) for k, v in params.items()}
     state, ref_state = AdamState.zeros_like(params, np), AdamState.zeros_like(ref_params, np)
-    adam, names = DenseWeightsAdam(), list(shapes)
+    adam, names = WeightsAdamCuda(), list(shapes)
     for step in range(3):
         grads = {k: rng.normal(size=s).astype(np.float32) for k, s in shapes.items()}
         grads["a.W"] = np.asfortranarray(grads["a.W"])                    # dW is a transposed view
@@ -240,7 +240,7 @@ def test_dense_weights_adam_cuda_in_one_flat_buffer():
             params["a.b"] = params["a.b"].copy()                           # e.g. after a checkpoint load
         lr_t = 1e-2 * (1 - 0.999 ** (step + 1)) ** 0.5 / (1 - 0.9 ** (step + 1))
         adam(params, grads, state, names, l2s, lr_t, AdamConfig())
-        adam_dense_weights_reference(ref_params, {k: g.astype(np.float64) for k, g in grads.items()},
+        adam_weights_numpy(ref_params, {k: g.astype(np.float64) for k, g in grads.items()},
                                      ref_state, names, l2s, lr_t, AdamConfig())
         for d, ref in ((params, ref_params), (state.m, ref_state.m), (state.v, ref_state.v)):
             for k in names:

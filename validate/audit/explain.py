@@ -151,7 +151,7 @@ def explain_lines() -> list[str]:
     lines += [f"lambda = {fmt(HYPER['l2'])}", f"r = {fmt(HYPER['clip'])}", f"bound = {fmt(HYPER['bound'])}",
               f"K = {model.config.embed_dim}", f"lr_embed = {fmt(HYPER['lr_embed'])}",
               f"beta1 = {fmt(a.beta1)}", f"beta2 = {fmt(a.beta2)}", f"epsilon = {fmt(a.epsilon)}",
-              "# dense weights (DNN, linear.dense_w, bias) get their L2 term and Adam, never a clip;",
+              "# weights (DNN, linear.dense_w, bias) get their L2 term and Adam, never a clip;",
               "# the 1-dimensional linear table is not clipped (as the reference)."]
     for form in ("reference", "paper"):
         lines += explain_form(form, model, params, batch, kernels)
