@@ -145,7 +145,7 @@ class ClipRule:
     """Which clip the step applies to the embedding table (engine.step.StepConfig.rule).
 
     tally: an optional observer with add(counts [U], scales [U], to_host), called after each clip
-    (validate/ablations.ClipTally); it records, it does not change the rule's math."""
+    (validate/study/ablations.ClipTally); it records, it does not change the rule's math."""
     unit: str = "row"            # the unit one threshold scales: "row" (Algorithm 1), "field", "global"
     count_factor: bool = True    # cnt_k in the threshold (Algorithm 1); False: cnt_k := 1
     weight_term: bool = True     # r * ||w|| in the threshold (Algorithm 1); False: zeta alone
@@ -164,7 +164,7 @@ class ClipRule:
 
 
 COWCLIP = ClipRule()
-RULES = {
+CLIP_RULES = {
     "cowclip": COWCLIP,
     "cowclip_nocnt": ClipRule(count_factor=False),
     "cowclip_global": ClipRule(unit="global", count_factor=False),

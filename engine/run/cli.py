@@ -20,7 +20,7 @@ from engine.run.errors import TrainingError
 from engine.run.options import COUNT, NON_NEGATIVE, POSITIVE_INT, PROBABILITY_BELOW_ONE, SEED
 from engine.run.process import SingleProcess
 from engine.run.report import auc_text, number_text
-from engine.scaling import CLI_RULES
+from engine.scaling import CLI_SCALE_RULES
 
 def _both(name: str, *more, **kwargs):
     """An option spelled as the reference does (--lr_embed) and with dashes (--lr-embed)."""
@@ -56,7 +56,7 @@ def _both(name: str, *more, **kwargs):
        help="rand | seq | highfreq | x4: must match the split recorded in the data's meta.json (preprocessing "
             "makes the split; default: the recorded one)")
 @_both("device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
-@_both("scale_rule", default="auto", show_default=True, type=click.Choice(list(CLI_RULES)),
+@_both("scale_rule", default="auto", show_default=True, type=click.Choice(list(CLI_SCALE_RULES)),
        help="auto: the reference train.py's defaults when --bs equals --base-bs, else cowclip; "
             "none | sqrt | linear | cowclip: scale from the dataset's base at --base-bs")
 @_both("base_bs", default=1024, show_default=True, type=POSITIVE_INT)

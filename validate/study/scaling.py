@@ -46,9 +46,10 @@ from pathlib import Path
 
 import click
 
-from engine.scaling import RULES as SCALE_RULES
+from engine.scaling import SCALE_RULES
 from engine.scaling import format_hyperparameters, scale_hyperparameters
-from validate.study.ablations import ABLATIONS, CLIP_RULES, ClipTally, clip_rule
+from engine.cowclip import CLIP_RULES
+from validate.study.ablations import ABLATIONS, ClipTally, clip_rule
 
 # CowClip's hyperparameter rule (lr * sqrt(s), l2 * s, 1 warm-up epoch) with the clip off
 NOCLIP_RULES = ("cowclip_noclip",)
