@@ -48,7 +48,7 @@ class ModelConfig:
 
 class CTRModel:
     name = "base"
-    uses_embedding = True  # False for LR, which has only the 1-dim linear table
+    has_embed_table = True  # embed.table (V, K) is a parameter; False for LR, which has only linear.table
 
     def __init__(self, schema: Schema, config: ModelConfig = ModelConfig()):
         self.schema = schema
@@ -75,7 +75,7 @@ class CTRModel:
             "linear.dense_w": glorot_normal(rng, (D, 1))[:, 0] if D else np.zeros(0),
             "bias": np.zeros(1),
         }
-        if self.uses_embedding:
+        if self.has_embed_table:
             params[EMBED_TABLE] = rng.normal(0.0, self.config.init_stddev, (V, self.config.embed_dim))
         params.update(self.init_body(rng))
         return {name: np.ascontiguousarray(value, dtype=self.config.dtype) for name, value in params.items()}
@@ -88,17 +88,17 @@ class CTRModel:
         """name -> shape of every parameter init_params would make, without allocating the tables."""
         V, D, K = self.schema.total_rows, self.schema.num_dense, self.config.embed_dim
         shapes = {LINEAR_TABLE: (V, 1), "linear.dense_w": (D,), "bias": (1,)}
-        if self.uses_embedding:
+        if self.has_embed_table:
             shapes[EMBED_TABLE] = (V, K)
         shapes.update({name: a.shape for name, a in self.init_body(np.random.default_rng(0)).items()})
         return shapes
 
     def table_names(self) -> tuple:
-        return (LINEAR_TABLE, EMBED_TABLE) if self.uses_embedding else (LINEAR_TABLE,)
+        return (LINEAR_TABLE, EMBED_TABLE) if self.has_embed_table else (LINEAR_TABLE,)
 
     def clipped_tables(self) -> tuple:
         """Tables CowClip applies to: not the 1-dim linear table (as the reference code)."""
-        return (EMBED_TABLE,) if self.uses_embedding else ()
+        return (EMBED_TABLE,) if self.has_embed_table else ()
 
     def l2_weights(self, l2: float) -> dict:
         """name -> lambda of the penalty lambda * sum(p^2): the reference's l2_reg_embedding and

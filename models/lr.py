@@ -9,7 +9,7 @@ from models.base import LINEAR_TABLE, CTRModel
 
 class LR(CTRModel):
     name = "lr"
-    uses_embedding = False
+    has_embed_table = False
 
     def forward(self, params, batch, kernels, training=False, rng=None):
         features = self.features(batch)                                               # (B, D)

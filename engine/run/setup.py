@@ -20,7 +20,7 @@ def check_set_up(cfg: RunConfig, model, reader, meta: dict, xp) -> None:
     """Before anything large is allocated: a train split and batch that make sense, a CowClip threshold
     that is not zero everywhere (a warning), and enough memory (engine/run/guards.py, footprint.py)."""
     check_train_rows(reader.num_rows, cfg.bs, cfg.data)
-    warning = zero_clip_warning(cfg.hp["clip"], cfg.hp["bound"], cfg.init_stddev, model.uses_embedding)
+    warning = zero_clip_warning(cfg.hp["clip"], cfg.hp["bound"], cfg.init_stddev, model.has_embed_table)
     if warning:
         print(warning, file=sys.stderr, flush=True)
     micro_batch = math.ceil(min(cfg.bs, reader.num_rows) / cfg.accum)

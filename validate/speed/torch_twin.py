@@ -57,7 +57,7 @@ def torch_twin(model, params: dict, mode: str, share_memory: bool, device: str =
             self.linear_table = P(as_tensor(params["linear.table"]))
             self.dense_w = P(as_tensor(params["linear.dense_w"]))
             self.bias = P(as_tensor(params["bias"]))
-            self.embed_table = P(as_tensor(params["embed.table"])) if model.uses_embedding else None
+            self.embed_table = P(as_tensor(params["embed.table"])) if model.has_embed_table else None
             self.dnn = torch.nn.ModuleList()
             self.head = None
             if model.name in ("wdl", "deepfm"):
