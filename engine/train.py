@@ -57,7 +57,6 @@ class Job:
     rng: np.random.Generator        # dropout's generator; saved with every checkpoint
     test: dict                      # sparse, dense, label of the test split, on the device
     bayes: dict                     # the synthetic data's Bayes-optimal metrics, or {}
-    global_step: int = 0
     checkpoint_step: int | None = None  # global step of the checkpoint on disk, None before the first
     valid: dict | None = None       # the valid split, on the device, when --early-stop is on
     early: EarlyStopping | None = None
@@ -67,6 +66,11 @@ class Job:
     samples: int = 0                # samples trained on in this process (all ranks' rows under MPI)
     train_seconds: float = 0.0      # time inside take_step in this process
     started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def global_step(self) -> int:
+        """Steps taken by the run, resumed ones included: Adam's update count, state.updates."""
+        return self.state.updates
 
     @property
     def metrics_path(self) -> Path:
@@ -149,7 +153,7 @@ def prepare(cfg: RunConfig, out: Path, resume: bool, clip_rule: ClipRule, proces
             (out / "metrics.jsonl").write_text("")
     params, state = process.place(params, state)   # --shard-tables: this rank's rows of the tables
     job = Job(cfg, out, process, model, kernels, reader, step_config, params, state, rng,
-              split_on_device(cfg.data, "test", xp), meta.get("bayes", {}), global_step=position["global_step"],
+              split_on_device(cfg.data, "test", xp), meta.get("bayes", {}),
               checkpoint_step=position["global_step"] if resume else None)
     print(describe_model(cfg.model, params))
     if cfg.early_stop:
@@ -196,11 +200,10 @@ def take_step(job: Job, batch, epoch: int, step_in_epoch: int) -> tuple[float, d
     if problem:
         stop_diverged(job, problem, epoch, step_in_epoch)
     info = apply_gradients(job.model, params, grads, state, job.step_config, job.kernels, audit=job.cfg.audit)
-    bad = non_finite_state(params, state, job.kernels.xp)
+    bad = non_finite_state(params, state, job.kernels.xp)   # the update counted: this is step job.global_step
     if bad:
         stop_diverged(job, f"{len(bad)} parameter or Adam moment array(s) hold inf or nan after the update "
-                           f"({', '.join(bad[:3])})", epoch, step_in_epoch)
-    job.global_step += 1
+                           f"({', '.join(bad[:3])})", epoch, step_in_epoch, taken=True)
     job.process.after_step(params, state, job.global_step)   # under MPI, replicas compared every K steps
     job.steps_run += 1
     job.train_seconds += time.perf_counter() - t0
@@ -210,13 +213,15 @@ def take_step(job: Job, batch, epoch: int, step_in_epoch: int) -> tuple[float, d
     return loss, info
 
 
-def stop_diverged(job: Job, problem: str, epoch: int, step_in_epoch: int) -> None:
-    """Stop at the step that went wrong (engine/run/guards.py), naming the checkpoint really on disk."""
+def stop_diverged(job: Job, problem: str, epoch: int, step_in_epoch: int, taken: bool = False) -> None:
+    """Stop at the step that went wrong (engine/run/guards.py), naming the checkpoint really on disk.
+    taken: the step's update has been made (and counted in job.global_step)."""
     if job.checkpoint_step is None:
         kept = "no checkpoint had been written yet"
     else:
         kept = f"the last good checkpoint (global step {job.checkpoint_step}) is kept in {job.out / 'checkpoint'}"
-    raise TrainingError(f"{problem} at global step {job.global_step + 1} (epoch {epoch + 1}, batch "
+    step = job.global_step if taken else job.global_step + 1
+    raise TrainingError(f"{problem} at global step {step} (epoch {epoch + 1}, batch "
                         f"{step_in_epoch}); {kept}")
 
 
