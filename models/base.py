@@ -41,7 +41,7 @@ class ModelConfig:
     init_stddev: float = 1e-4              # embedding init normal(0, init_stddev)
     dropout: float = 0.0
     num_experts: int = 4                   # DCN-Mix
-    low_rank: int = 32                     # DCN-Mix
+    low_rank: int = 32                     # DCN-Mix, R (engine/layers/cross.py)
     l2_cross: float = 1e-5                 # DeepCTR's l2_reg_cross default, not scaled
     dtype: str = "float32"
 
