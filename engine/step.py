@@ -15,11 +15,17 @@ Words, one meaning each, in the engine and the models:
     tables       the embedding tables, embed.table (V, K) and linear.table (V, 1): RowGrad gradients,
                  L2 and CowClip as above, Adam by the kernels of engine/kernels/adam.py
     weights      every other parameter (dnn.*, cross.*, head.W, linear.dense_w, bias): plain arrays,
-                 updated by update_weights
+                 updated by update_weights (backend entry adam_weights, engine/kernels/weights_adam.py)
     features     the dense input features of a batch, batch.dense (B, D) (the data format's name)
     Dense        Keras's name of a fully connected layer (dense_forward in engine/layers/mlp.py)
     embed_optim  'dense' | 'lazy' (the reference's CLI values, kept): table Adam on every row each
                  step, or on the batch's rows only
+    reference    bytedance/LargeBatchCTR, the authors' code (clip_form 'reference', REFERENCE_DEFAULTS)
+    *_numpy      a kernel's NumPy form: backend numpy's entry and the test oracle of the fused
+                 <entry>_cpu and <entry>_cuda kernels (engine/backend.py)
+    update t     Adam's update count, AdamState.updates; t - 1 updates made = the run's global step
+    rule         a clip rule (engine.cowclip.CLIP_RULES, StepConfig.rule) or a hyperparameter scaling
+                 rule (engine.scaling.SCALE_RULES, --scale-rule): never the same names
 """
 from dataclasses import dataclass
 
