@@ -24,7 +24,7 @@ then the L2 term and Adam update w_k (engine/step.py calls the pieces below in t
 Which kernel computes what (all of them call the helpers of 2 and 3):
     clip_scale         engine/kernels/cowclip.py  cowclip_rows_{cpu,cuda} (backend.cowclip_rows)
     clip_scales        engine/kernels/cowclip.py  cowclip_rows_numpy; group_clip below
-    absent_row_scale   engine/kernels/adam.py     adam_table_{reference,cpu,cuda} (backend.adam_table):
+    absent_row_scale   engine/kernels/adam.py     adam_table_{numpy,cpu,cuda} (backend.adam_table):
                        the dense-table Adam FUSES the absent-row clip into its pass over all V rows,
                        calling absent_row_scale per row, so no [V, K] gradient is ever made.
     group_clip         here, in NumPy/CuPy: the field and global ablations (not on a hot path).

@@ -23,7 +23,8 @@ Words, one meaning each, in the engine and the models:
     reference    bytedance/LargeBatchCTR, the authors' code (clip_form 'reference', REFERENCE_DEFAULTS)
     *_numpy      a kernel's NumPy form: backend numpy's entry and the test oracle of the fused
                  <entry>_cpu and <entry>_cuda kernels (engine/backend.py)
-    update t     Adam's update count, AdamState.updates; t - 1 updates made = the run's global step
+    update t     Adam's update count, AdamState.updates, which is also the run's global step (the
+                 steps taken; engine.train.Job.global_step reads it)
     rule         a clip rule (engine.cowclip.CLIP_RULES, StepConfig.rule) or a hyperparameter scaling
                  rule (engine.scaling.SCALE_RULES, --scale-rule): never the same names
 """
