@@ -260,6 +260,6 @@ def test_every_model_steps_alike_on_cuda_and_numpy_backends(name, embed_optim):
     from engine.step import StepConfig
     from tests.conftest import assert_backends_agree
 
-    config = StepConfig(lr=1e-2, lr_embed=1e-2, l2=1e-3, clip=0.1, bound=1e-3, embed_optim=embed_optim)
+    config = StepConfig(lr=1e-2, lr_embed=1e-2, l2=1e-3, clip=0.05, bound=1e-3, embed_optim=embed_optim)
     infos = assert_backends_agree(name, config, ("numpy", "cuda"), steps=2, rtol=1e-10, atol=1e-13)
-    assert name == "lr" or infos[-1]["audit.embed.table"]["rows_clipped"] > 0    # the clip binds
+    assert name == "lr" or all(info["audit.embed.table"]["rows_clipped"] > 0 for info in infos)   # the clip binds
