@@ -30,7 +30,7 @@ from typing import Callable
 
 import numpy as np
 
-from engine.kernels import adam, cowclip, dense, weights_adam, fm, scatter_add
+from engine.kernels import adam, cowclip, dense, fm, scatter_add, weights_adam
 from engine.layers.fm import fm_backward_numpy, fm_forward_numpy
 
 
