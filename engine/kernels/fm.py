@@ -14,8 +14,8 @@ from engine.kernels.common import array_module_of, contiguous_if_host, cuda, flo
 
 # The two loops below are the only FM arithmetic of the kernels; the CPU and CUDA versions call
 # them. `zero` is -0.0 in the arithmetic's dtype, and x + zero is x exactly (also for x = -0.0),
-# in that dtype: the CPU passes the input's dtype (float32 arithmetic, which LLVM vectorises), the
-# CUDA launchers float64 (each result rounded once, as tests/cudasim checks).
+# in that dtype: the CPU passes the input's dtype (float32 input: float32 products and differences),
+# the CUDA launchers float64 (each result rounded once, as tests/cudasim checks).
 
 
 @numba.njit(cache=True)
