@@ -66,13 +66,13 @@ def training_differences(cfg, opts: dict, meta: dict) -> list[str]:
         diffs.append("model lr (reference: LR is among its --model choices, but train.py builds no model for it "
                      "and stops with a NameError)")
     if cfg.model == "dcnv2full":
-        diffs.append("model dcnv2full, full-rank DCN-v2 (reference: none; its DCNv2 is DeepCTR's DCNMix, our dcnmix)")
+        diffs.append("model dcnv2full, full-rank DCN-v2 (reference: none, its DCNv2 is DeepCTR's DCNMix, our dcnmix)")
     fields = out_of_vocabulary_rows(meta)
     if fields:
         per_row = (cfg.embed_dim if model.uses_embedding else 0) + 1      # embedding row + linear row
         diffs.append(f"an out-of-vocabulary row in each of the {fields} fields' tables (+{fields} rows, "
-                     f"+{fields * per_row:,} parameters = {fields} x {per_row}; reference: max id + 1 rows "
-                     f"per field, from its train split)")
+                     f"+{fields * per_row:,} parameters = {fields} x {per_row}, where the reference sizes each "
+                     f"table by its train split's max id + 1)")
     if model.uses_embedding:
         diffs.append(f"embedding init from --seed {cfg.seed} with NumPy (reference: TF's RandomNormal with seed "
                      f"{REFERENCE_EMBEDDING_SEED} whatever --seed)")
@@ -84,12 +84,12 @@ def training_differences(cfg, opts: dict, meta: dict) -> list[str]:
     diffs += _zero_warmup(cfg, meta)
     if cfg.hp["l2"] == 0 and cfg.hp["clip"] > 0 and model.uses_embedding:
         diffs.append("l2 0 with CowClip: the reference's embedding gradients stay sparse and its clip.py takes "
-                     "its untested branch (each occurrence clipped alone to r * ||w_k||: no cnt_k, no floor); "
-                     "here Algorithm 1 (the per-id sum clipped to cnt_k * max(r * ||w_k||, floor))")
+                     "its untested branch (each occurrence clipped alone to r * ||w_k||: no cnt_k, no floor), "
+                     "while here Algorithm 1 (the per-id sum clipped to cnt_k * max(r * ||w_k||, floor))")
     if cfg.max_steps:
         diffs.append(f"max_steps {cfg.max_steps} (reference: every step of every epoch)")
     if cfg.early_stop:
-        diffs.append(f"early_stop {cfg.early_stop} (reference: none; it reports the last epoch's test metrics)")
+        diffs.append(f"early_stop {cfg.early_stop} (reference: none, it reports the last epoch's test metrics)")
     return diffs
 
 
@@ -114,11 +114,12 @@ def _zero_warmup(cfg, meta: dict) -> list[str]:
     if cfg.hp["warmup"] <= 0 or not train_rows or warmup_updates(cfg.hp["warmup"], train_rows, cfg.bs) > 0:
         return []
     return [f"warmup {cfg.hp['warmup']:g} is int({cfg.hp['warmup']:g} * {train_rows // cfg.bs}) = 0 updates: the "
-            f"reference's PolynomialDecay divides 0 by 0 and trains with a nan learning rate; here no warm-up"]
+            f"reference's PolynomialDecay divides 0 by 0 and trains with a nan learning rate, here no warm-up"]
 
 
 def differences_line(cfg, opts: dict, meta: dict) -> str:
-    """Every way the run differs from the reference train.py for the same command line, on one line."""
+    """Every way the run differs from the reference train.py for the same command line, on one line:
+    the values, comma-separated, then '; and in how it trains: ' and the training differences, '; '-separated."""
     values, training = value_differences(cfg, opts), training_differences(cfg, opts, meta)
     head = ("differs from the reference train.py for this command line: " + ", ".join(values) if values else
             "reference: every value equals what the reference train.py uses for this command line")
