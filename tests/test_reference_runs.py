@@ -110,7 +110,8 @@ def test_avazu_data_gives_the_avazu_table(resolved, avazu, bs, lr, l2, bound):
 
 @pytest.mark.parametrize("args,message", [
     (["--dataset", "avazu"], "--dataset avazu contradicts"),
-    (["--split", "highfreq"], "--split highfreq contradicts"),
+    (["--split", "highfreq"], "--split highfreq: the reference's train.py lists it, but its data_utils.py"),
+    (["--split", "seq"], "--split seq contradicts"),
     (["--opt", "sgd"], "--opt sgd: not implemented"),
     (["--early-stop", "2"], "--early-stop needs a 'valid' split"),
 ])
@@ -236,11 +237,11 @@ def test_the_untested_sparse_branch_is_named_exactly_when_l2_is_0_and_cowclip_is
 
 
 @pytest.mark.parametrize("args,said", [
-    (["--bs", "512"], "batch 512 below the base batch 1024: the cowclip rule scales down, lr x sqrt(s), l2 x s "
-                      "with s = 0.5"),
-    (["--bs", "256", "--lr", "1e-3"], "the cowclip rule scales down, l2 x s with s = 0.25"),
-    (["--bs", "512", "--scale-rule", "sqrt"], "the sqrt rule scales down, lr x sqrt(s), lr_embed x sqrt(s)"),
-    (["--bs", "512", "--scale-rule", "linear", "--lr_embed", "1e-4"], "the linear rule scales down, lr x s with"),
+    (["--bs", "512"], "CowClip below the base batch: --bs 512 < --base-bs 1024, so the cowclip rule scales DOWN "
+                      "lr x sqrt(s), l2 x s with s = 512/1024 = 0.5"),
+    (["--bs", "256", "--lr", "1e-3"], "the cowclip rule scales DOWN l2 x s with s = 256/1024 = 0.25"),
+    (["--bs", "512", "--scale-rule", "sqrt"], "the sqrt rule scales DOWN lr x sqrt(s), lr_embed x sqrt(s)"),
+    (["--bs", "512", "--scale-rule", "linear", "--lr_embed", "1e-4"], "the linear rule scales DOWN lr x s with"),
 ])
 def test_a_batch_below_the_base_batch_says_the_rule_scales_down(resolved, criteo, args, said):
     cfg, code, output = resolved("--data", criteo, *args)
@@ -281,3 +282,13 @@ def test_early_stopping_is_said(resolved, tmp_path):
     said = _training_part(resolved("--data", str(data), "--early-stop", "3")[2])
     assert "early_stop 3 (reference: none, it reports the last epoch's test metrics)" in said
     assert "early_stop" not in _training_part(resolved("--data", str(data))[2])
+
+
+def test_a_batch_below_the_base_says_the_rule_scales_down(resolved, criteo):
+    cfg, code, output = resolved("--data", criteo, "--bs", "32")
+    assert code == 0, output
+    assert cfg.hp["clip"] > 0 and cfg.hp["lr"] < 8e-4
+    line = next(x for x in output.splitlines() if x.startswith("differs from the reference"))
+    assert "CowClip below the base batch: --bs 32 < --base-bs 1024" in line and "DOWN" in line
+    cfg, code, output = resolved("--data", criteo, "--bs", "2048")
+    assert code == 0 and "below the base batch" not in output

@@ -142,6 +142,12 @@ def recorded_split(meta: dict) -> str:
 def split_of(flag: str | None, meta: dict, data: str) -> str:
     """--split must name the split the data was made with (preprocessing makes it, training cannot)."""
     recorded = recorded_split(meta)
+    if flag == "highfreq":
+        raise ValueError("--split highfreq: the reference's train.py lists it, but its data_utils.py makes only "
+                         "rand and seq, so no dataset has it; use --split rand or seq")
+    if recorded == "none":
+        raise ValueError(f"{Path(data) / 'meta.json'}: made with --split none (every row in one split 'all', to "
+                         f"score with engine.evaluate --split all); training needs a dataset with train and test")
     if flag is not None and flag != recorded:
         raise ValueError(f"--split {flag} contradicts {Path(data) / 'meta.json'}, which records split {recorded!r}; "
                          f"preprocess the raw file with --split {flag} into another directory to train on it")

@@ -104,8 +104,10 @@ def _scaled_down(cfg, opts: dict) -> list[str]:
     scaled = [f"{name} x {factor}" for name, factor in factors.items() if opts.get(name) is None]
     if not scaled:
         return []
-    return [f"batch {cfg.bs} below the base batch {cfg.base_bs}: the {rule} rule scales down, "
-            f"{', '.join(scaled)} with s = {s:.6g} (give --lr/--l2, or --scale-rule none, to keep them)"]
+    name = "CowClip" if rule == "cowclip" else f"the {rule} rule"
+    return [f"{name} below the base batch: --bs {cfg.bs} < --base-bs {cfg.base_bs}, so the {rule} rule scales "
+            f"DOWN {', '.join(scaled)} with s = {cfg.bs}/{cfg.base_bs} = {s:.6g} (give --scale-rule none for the "
+            f"base's values unscaled, --bs {cfg.base_bs} for the reference's defaults, or the values themselves)"]
 
 
 def _zero_warmup(cfg, meta: dict) -> list[str]:
