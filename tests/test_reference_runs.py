@@ -259,7 +259,8 @@ def test_a_warmup_of_zero_updates_and_the_engines_own_options_are_said(resolved,
     # 1,800 training rows: --bs 1500 gives int(1800 / 1500) = 1 whole batch an epoch
     said = _training_part(resolved("--data", criteo, "--bs", "1500", "--warmup", "0.5")[2])
     assert "warmup 0.5 is int(0.5 * 1) = 0 updates: the reference's PolynomialDecay divides 0 by 0" in said
-    for args in (["--bs", "1500", "--warmup", "1"], ["--bs", "1500", "--warmup", "0"], ["--bs", "512", "--warmup", "0.5"]):
+    for args in (["--bs", "1500", "--warmup", "1"], ["--bs", "1500", "--warmup", "0"],
+                 ["--bs", "512", "--warmup", "0.5"]):
         assert "PolynomialDecay" not in _training_part(resolved("--data", criteo, *args)[2]), args
     said = _training_part(resolved("--data", criteo, "--max-steps", "7")[2])
     assert "max_steps 7 (reference: every step of every epoch)" in said
@@ -292,3 +293,21 @@ def test_a_batch_below_the_base_says_the_rule_scales_down(resolved, criteo):
     assert "CowClip below the base batch: --bs 32 < --base-bs 1024" in line and "DOWN" in line
     cfg, code, output = resolved("--data", criteo, "--bs", "2048")
     assert code == 0 and "below the base batch" not in output
+
+
+def test_a_train_split_too_large_for_memory_says_its_windowed_shuffle(resolved, criteo, monkeypatch):
+    from dataio.reader import BatchReader
+    from engine.run import reference
+
+    assert "batch order" not in _training_part(resolved("--data", criteo)[2])    # 1,800 rows: shuffled in memory
+    small = 1000     # bytes: the 1,800-row split no longer fits, as full Criteo (about 6.6 GB) does not fit 4 GiB
+    monkeypatch.setattr(reference, "IN_MEMORY_BYTES", small)
+    said = _training_part(resolved("--data", criteo)[2])
+    assert "batch order: the train split (0.0 GB) is over the 0 GiB shuffled in memory" in said
+    assert "shuffles 4 shards' rows at a time (reference: Keras fit shuffles all rows every epoch)" in said
+    assert not BatchReader(criteo, "train", 32, in_memory_bytes=small).in_memory     # the reader agrees
+    # full Criteo: 45,840,617 rows less ceil(10 %) for test; 26 ids, 13 features and a label a row
+    monkeypatch.setattr(reference, "IN_MEMORY_BYTES", 4 << 30)
+    criteo_meta = {"splits": {"train": {"rows": 41_256_555}}, "sparse_features": [{}] * 26, "dense_features": [{}] * 13}
+    assert reference._windowed_shuffle(criteo_meta)[0].startswith(
+        "batch order: the train split (6.6 GB) is over the 4 GiB shuffled in memory")

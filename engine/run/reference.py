@@ -6,12 +6,13 @@ Two kinds of difference, in this order on the line:
               something else than the reference's argparse default or the flag given
               (reference_values, value_differences)
     training  what this engine does otherwise for that command line (training_differences): the
-              out-of-vocabulary row per field, the embedding initializer's seed, the loss form, the
-              CowClip rule below the base batch, a warm-up of zero updates, the reference's untested
-              sparse clip with --l2 0, the models the reference does not build, and the options it
-              does not have.
+              out-of-vocabulary row per field, the embedding initializer's seed, the loss form, a
+              windowed shuffle of a train split too large for memory, the rule below the base
+              batch, a warm-up of zero updates, the reference's untested sparse clip with --l2 0,
+              the models the reference does not build, and the options it does not have.
 The README's "Reference runs" lists the rest: what differs for every command line alike.
 """
+from dataio.reader import IN_MEMORY_BYTES, WINDOW_SHARDS, split_bytes_in_memory
 from engine.optim import warmup_updates
 from engine.scaling import REFERENCE_DEFAULTS, resolve_auto
 from models import MODELS
@@ -80,6 +81,7 @@ def training_differences(cfg, opts: dict, meta: dict) -> list[str]:
         diffs.append("loss form exact logistic on logits, float64 optimizer constants (reference: Keras's "
                      "cross-entropy on probabilities clipped to [1e-7, 1 - 1e-7] and float32 constants: "
                      "--loss-form keras)")
+    diffs += _windowed_shuffle(meta)
     diffs += _scaled_down(cfg, opts)
     diffs += _zero_warmup(cfg, meta)
     if cfg.hp["l2"] == 0 and cfg.hp["clip"] > 0 and model.uses_embedding:
@@ -108,6 +110,17 @@ def _scaled_down(cfg, opts: dict) -> list[str]:
     return [f"{name} below the base batch: --bs {cfg.bs} < --base-bs {cfg.base_bs}, so the {rule} rule scales "
             f"DOWN {', '.join(scaled)} with s = {cfg.bs}/{cfg.base_bs} = {s:.6g} (give --scale-rule none for the "
             f"base's values unscaled, --bs {cfg.base_bs} for the reference's defaults, or the values themselves)"]
+
+
+def _windowed_shuffle(meta: dict) -> list[str]:
+    """A train split too large to shuffle in memory is shuffled window by window (dataio/reader.py)."""
+    rows = int(meta.get("splits", {}).get("train", {}).get("rows", 0))
+    size = split_bytes_in_memory(rows, len(meta.get("sparse_features", [])), len(meta.get("dense_features", [])))
+    if size <= IN_MEMORY_BYTES:
+        return []
+    return [f"batch order: the train split ({size / 1e9:.1f} GB) is over the {IN_MEMORY_BYTES >> 30} GiB shuffled in "
+            f"memory, so each epoch permutes its shards and shuffles {WINDOW_SHARDS} shards' rows at a time "
+            f"(reference: Keras fit shuffles all rows every epoch)"]
 
 
 def _zero_warmup(cfg, meta: dict) -> list[str]:

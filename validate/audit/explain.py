@@ -306,8 +306,10 @@ def explain_sparse_branch(model, params0: dict, batch, kernels) -> list[str]:
             lines.append(f"g_occurrence_{b} = {fmt(g)}  # L3: batch row {b}'s own gradient over B, one slice")
         algorithm_1 = seen["clip_in"][u] * float(seen["scales"][u])
         gap = np.linalg.norm(reference - algorithm_1) / max(np.linalg.norm(algorithm_1), 1e-300)
-        lines += [f"algorithm_1 = {fmt(algorithm_1)}  # L9: the summed g * min(1, cnt * max(ratio ||w||, floor) / ||g||)",
-                  f"reference_sparse = {fmt(reference)}  # L9 in clip.py's sparse branch: sum of g_occurrence * min(1, r ||w|| / ||g_occurrence||)",
+        lines += [f"algorithm_1 = {fmt(algorithm_1)}  # L9: the summed g * min(1, cnt * max(ratio ||w||, floor) "
+                  f"/ ||g||)",
+                  f"reference_sparse = {fmt(reference)}  # L9 in clip.py's sparse branch: sum of g_occurrence * "
+                  f"min(1, r ||w|| / ||g_occurrence||)",
                   f"gap = {fmt(gap)}  # L9: ||reference_sparse - algorithm_1|| / ||algorithm_1||"]
     return lines
 
