@@ -136,7 +136,7 @@ def prepare(cfg: RunConfig, out: Path, resume: bool, clip_rule: ClipRule, proces
     xp = kernels.xp
     reader = train_reader(cfg.data, cfg.bs, cfg.seed, xp)     # on a GPU the split stays there if it fits
     check_set_up(cfg, model, reader, meta, xp)
-    step_config = step_config_of(cfg, reader.num_rows, clip_rule)
+    step_config = step_config_of(cfg, reader.num_rows, clip_rule, out if resume else None)
     reader = process.wrap_reader(reader)   # under MPI, this rank's rows of each global batch
     if process.is_root:
         refuse_links(out)

@@ -69,7 +69,7 @@ def _dataset_of_180_training_rows(tmp_path):
     return str(data)
 
 
-def test_a_run_warms_up_over_the_reference_count_and_records_the_loss_form(tmp_path):
+def test_a_run_warms_up_over_the_reference_count_records_the_loss_form_and_resumes_as_started(tmp_path):
     data = _dataset_of_180_training_rows(tmp_path)
     out = tmp_path / "run"
     result = CliRunner().invoke(train.main, ["--data", data, "--model", "lr", "--bs", "32", "--warmup", "2",
@@ -84,6 +84,17 @@ def test_a_run_warms_up_over_the_reference_count_and_records_the_loss_form(tmp_p
     assert train.RunConfig.__dataclass_fields__["loss_form"].default == "exact"
     refused = CliRunner().invoke(train.main, ["--data", data, "--loss-form", "tf", "--out", str(tmp_path / "x")])
     assert refused.exit_code != 0 and "--loss-form" in refused.output
+    # a resumed run keeps the warm-up it was started with; one started by code that counted
+    # 2 * ceil(180 / 32) = 12 updates continues with 12
+    resumed = CliRunner().invoke(train.main, ["--resume", "--out", str(out), "--max-steps", "3"])
+    assert resumed.exit_code == 0, resumed.output
+    assert "recorded warm-up" not in resumed.output
+    saved["step_config"]["warmup_updates"] = 12
+    (out / "config.json").write_text(json.dumps(saved))
+    resumed = CliRunner().invoke(train.main, ["--resume", "--out", str(out), "--max-steps", "4"])
+    assert resumed.exit_code == 0, resumed.output
+    assert "keeping the run's recorded warm-up of 12 updates (counted now: 10)" in resumed.output
+    assert json.loads((out / "config.json").read_text())["step_config"]["warmup_updates"] == 12
 
 
 # ---------------------------------------------------------------------------------------------
