@@ -35,7 +35,7 @@ from engine.run.guards import loss_problem, non_finite_state
 from engine.run.process import SingleProcess
 from engine.run.progress import compile_notice
 from engine.run.report import log_step, parameter_norms, profile_steps, show_progress
-from engine.run.setup import check_set_up, resume_from_checkpoint, split_on_device, write_config
+from engine.run.setup import check_set_up, resume_from_checkpoint, split_on_device, step_config_of, write_config
 from engine.run.tensorboard import open_tensorboard
 from engine.evaluate import json_safe
 from engine.step import StepConfig, apply_gradients
@@ -133,17 +133,15 @@ def prepare(cfg: RunConfig, out: Path, resume: bool, clip_rule: ClipRule, proces
         check_fingerprint(out, cfg.data, fingerprint)
     schema = Schema.from_meta(meta)
     model = build_model(cfg.model, schema, ModelConfig(embed_dim=cfg.embed_dim, dropout=cfg.dropout,
-                                                       init_stddev=cfg.init_stddev))
+                                                       init_stddev=cfg.init_stddev, loss_form=cfg.loss_form))
     if cfg.opt not in OPTIMIZERS:   # a saved config.json (--resume) can carry anything
         raise ValueError(f"--opt {cfg.opt}: not implemented; the engine has {', '.join(OPTIMIZERS)}")
     process.attach(model, kernels)   # under MPI: one GPU per rank, host staging, the table shards' routing
     xp = kernels.xp
     reader = train_reader(cfg.data, cfg.bs, cfg.seed, xp)     # on a GPU the split stays there if it fits
     check_set_up(cfg, model, reader, meta, xp)
+    step_config = step_config_of(cfg, reader.num_rows, clip_rule, out if resume else None)
     reader = process.wrap_reader(reader)   # under MPI, this rank's rows of each global batch
-    step_config = StepConfig(lr=cfg.hp["lr"], lr_embed=cfg.hp["lr_embed"], l2=cfg.hp["l2"], clip=cfg.hp["clip"],
-                             bound=cfg.hp["bound"], clip_form=cfg.clip_form, embed_optim=cfg.embed_optim,
-                             warmup_updates=int(cfg.hp["warmup"] * reader.steps_per_epoch), rule=clip_rule)
     if process.is_root:
         refuse_links(out)
         write_config(out, cfg, step_config, schema, device_line, fingerprint)

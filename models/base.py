@@ -7,7 +7,7 @@ V table rows, d = F*K + D the width of the deep input.
     emb       = embed.table[ids]                          (B, F, K)
     features  = batch.dense                               (B, D)
     logit     = sum_f wide + features . linear.dense_w  +  the model's own terms  +  bias
-    loss      = mean BCE(logit, label)
+    loss      = mean BCE(logit, label)                   exact, or Keras's clipped form (engine/layers/loss.py)
 
 A model is `params` (a flat dict of arrays with stable names) plus `loss(params, batch) ->
 (loss, grads)`; `grads` has the same keys. The weights get array gradients; the two tables get
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dataio.arrays import array_module_of
-from engine.layers.loss import bce_with_logits_backward, bce_with_logits_forward
+from engine.layers.loss import loss_layer
 from models.init import glorot_normal
 from dataio.schema import Schema
 
@@ -44,6 +44,7 @@ class ModelConfig:
     low_rank: int = 32                     # DCN-Mix, R (engine/layers/cross.py)
     l2_cross: float = 1e-5                 # DeepCTR's l2_reg_cross default, not scaled
     dtype: str = "float32"
+    loss_form: str = "exact"               # exact logistic loss | keras (the reference's; engine/layers/loss.py)
 
 
 class CTRModel:
@@ -55,6 +56,7 @@ class CTRModel:
         self.config = config
         self.offsets = schema.offsets
         self.vocab_sizes = np.asarray(schema.vocab_sizes, dtype=np.int64)
+        loss_layer(config.loss_form)   # an unknown form is refused here, not at the first step
         if schema.total_rows >= 2**31:
             raise ValueError("the shared table has 2^31 rows or more; int32 row ids would overflow")
 
@@ -151,8 +153,9 @@ class CTRModel:
     def loss(self, params, batch, kernels, training: bool = True, rng=None):
         """-> (mean BCE loss as a float, grads)."""
         logits, cache = self.forward(params, batch, kernels, training, rng)
-        loss, loss_cache = bce_with_logits_forward(logits, batch.label)
-        dlogits = bce_with_logits_backward(loss_cache)
+        loss_forward, loss_backward = loss_layer(self.config.loss_form)
+        loss, loss_cache = loss_forward(logits, batch.label)
+        dlogits = loss_backward(loss_cache)
         return loss, self.backward(dlogits, cache, kernels)
 
     # ----------------------------------------------------------------------------------------

@@ -142,6 +142,11 @@ def check_layers(seed: int = 0) -> list:
     dlogits = loss.bce_with_logits_backward(loss.bce_with_logits_forward(logits, labels)[1])
     num = numerical_grad(lambda: loss.bce_with_logits_forward(logits, labels)[0], logits)
     rows.append(("bce_with_logits", "logits", elementwise_rel_error(dlogits, num)))
+    # Keras's clipped form, where it is differentiable: p inside [1e-7, 1 - 1e-7] (|z| < 16)
+    inside = rng.normal(size=8) * 3
+    dlogits = loss.keras_bce_backward(loss.keras_bce_forward(inside, labels)[1])
+    num = numerical_grad(lambda: loss.keras_bce_forward(inside, labels)[0], inside)
+    rows.append(("keras_bce", "logits", elementwise_rel_error(dlogits, num)))
     return rows
 
 
