@@ -27,7 +27,7 @@ def _table(f):
         "engine.kernels.dense._bias_relu_kernel": (A(f, 2), A(f, 1)),
         "engine.kernels.dense._relu_mask_partial_kernel": (A(f, 2), A(f, 2), A(f, 2), A(f64, 2)),
         "engine.kernels.dense._column_sums_kernel": (A(f64, 2), A(f, 1)),
-        "engine.kernels.dense_adam._adam_flat_kernel":
+        "engine.kernels.weights_adam._adam_flat_kernel":
             (A(f, 1), A(f, 1), A(f, 1), A(f, 1), A(f64, 1), f64, f64, f64, f64, A(i32, 1)),
         "engine.kernels.fm._fm_forward_kernel": (A(f, 3), A(f, 1), A(f, 2)),
         "engine.kernels.fm._fm_backward_kernel": (A(f, 1), A(f, 3), A(f, 2), A(f, 3), boolean, A(f, 3)),

@@ -21,7 +21,7 @@ CAPABILITIES = ("9.0", "8.0")
 # every other kernel computes in the model's dtype
 FLOAT64_ARITHMETIC = {
     "engine.kernels.adam._adam_rows_kernel", "engine.kernels.adam._adam_table_kernel",
-    "engine.kernels.cowclip._cowclip_rows_kernel", "engine.kernels.dense_adam._adam_flat_kernel",
+    "engine.kernels.cowclip._cowclip_rows_kernel", "engine.kernels.weights_adam._adam_flat_kernel",
     "engine.kernels.fm._fm_forward_kernel", "engine.kernels.fm._fm_backward_kernel",
     "engine.kernels.scatter_add._chunk_sums_kernel", "engine.kernels.scatter_add._segment_sums_kernel",
     "engine.kernels.dense._relu_mask_partial_kernel", "engine.kernels.dense._column_sums_kernel",

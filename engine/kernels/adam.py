@@ -26,7 +26,7 @@ import math
 import numba
 import numpy as np
 
-from engine.cowclip import absent_row_factor
+from engine.cowclip import absent_row_factor, clip_scales
 from engine.kernels.common import NonFiniteFlag, all_finite, array_module_of, cuda, float64, for_cuda, launch
 
 
@@ -66,22 +66,19 @@ def update_table_row(table, m, v, r, u, row_grads, l2, clip_absent, absent_ratio
 # NumPy reference (in place, like the kernels)
 
 
-def adam_rows_reference(table, m, v, ids, row_grads, lr_t, beta1, beta2, eps):
+def adam_rows_numpy(table, m, v, ids, row_grads, lr_t, beta1, beta2, eps):
     g = row_grads
     m[ids] = beta1 * m[ids] + (1.0 - beta1) * g
     v[ids] = beta2 * v[ids] + (1.0 - beta2) * g * g
     table[ids] -= lr_t * m[ids] / (np.sqrt(v[ids]) + eps)
 
 
-def adam_table_reference(table, m, v, ids, row_grads, l2, clip_absent, absent_ratio, absent_floor,
+def adam_table_numpy(table, m, v, ids, row_grads, l2, clip_absent, absent_ratio, absent_floor,
                          lr_t, beta1, beta2, eps):
     g = 2.0 * l2 * table                                            # (V, K)
-    if clip_absent:  # engine.cowclip.absent_row_factor, vectorised
+    if clip_absent:  # engine.cowclip.absent_row_factor, vectorised: clip_scales with cnt = 1
         weight_norm = np.linalg.norm(table.astype(np.float64), axis=1)   # (V,)
-        threshold = np.maximum(absent_ratio * weight_norm, absent_floor)
-        grad_norm = 2.0 * l2 * weight_norm
-        binds = grad_norm > threshold
-        g = g * np.where(binds, threshold / np.where(binds, grad_norm, 1.0), 1.0)[:, None]
+        g = g * clip_scales(2.0 * l2 * weight_norm, weight_norm, 1.0, absent_ratio, absent_floor)[:, None]
     g = g.astype(table.dtype)
     g[ids] = row_grads
     m[...] = beta1 * m + (1.0 - beta1) * g
