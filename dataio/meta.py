@@ -108,6 +108,28 @@ def shard_crcs(meta: dict, split: str) -> list:
     return info.get("crc32") or [None] * len(info["shards"])
 
 
+def vocabulary_digest(data_dir: str | os.PathLike, meta: dict | None = None) -> str | None:
+    """What the dataset's ids mean, as a digest: meta.json's vocab_digest (written by preprocessing),
+    else one computed from its vocab file, else for a synthetic set the hash of the generator's
+    settings (its ids are drawn from them). None when nothing records it."""
+    meta = load_meta(data_dir) if meta is None else meta
+    if isinstance(meta.get("vocab_digest"), str):
+        return meta["vocab_digest"]
+    vocab_file = meta.get("vocab_file")
+    if isinstance(vocab_file, str) and (Path(data_dir) / vocab_file).is_file():
+        from dataio.vocab import load_vocabs, vocab_digest
+
+        names = [f["name"] for f in meta["sparse_features"]]
+        try:
+            return vocab_digest(names, load_vocabs(Path(data_dir) / vocab_file, names))
+        except (OSError, ValueError, KeyError) as error:
+            raise MetaError(f"{Path(data_dir) / vocab_file}: cannot read the vocabularies ({error})") from error
+    planted = meta.get("planted")
+    if meta.get("kind") == "synthetic" and isinstance(planted, dict) and planted.get("config_hash"):
+        return f"synthetic:{planted['config_hash']}"
+    return None
+
+
 def vocab_sizes(meta: dict) -> list[int]:
     """Per-field vocabulary sizes, length F."""
     return [int(f["vocab_size"]) for f in meta["sparse_features"]]

@@ -8,6 +8,7 @@ AUC needs both classes: without them it is null, with "auc_undefined" saying why
 --data must have the run's fields and vocabulary sizes; the run's own dataset directory must also
 still have the fingerprint recorded at training (engine/run/directory.py).
 """
+import contextlib
 import json
 import math
 from pathlib import Path
@@ -84,11 +85,29 @@ def check_data_matches_run(config: dict, meta: dict, data: str, run_dir: str) ->
             raise ValueError(f"{data}: its {what} differ from those run {run_dir} was trained on "
                              f"({len(given[key])} vs {len(trained[key])}; first differences run/data: {differ}); "
                              f"evaluate on data preprocessed with the run's vocabularies (--vocab-from)")
+    check_same_vocabularies(config, meta, data, run_dir)
     recorded = config.get("data_fingerprint")
     same_dir = Path(data).resolve() == Path(config["data"]).resolve()
     if recorded and same_dir and data_fingerprint(data) != recorded:
         raise ValueError(f"{data}: the dataset was rebuilt since run {run_dir} was trained on it (meta.json "
                          f"fingerprint differs); its ids may mean other things now")
+
+
+def check_same_vocabularies(config: dict, meta: dict, data: str, run_dir: str) -> None:
+    """Equal vocabulary sizes are not equal vocabularies: refuse data whose vocabularies' digest
+    differs from the run's (recorded in its config.json, or read from its dataset when older runs
+    did not record it). Data encoded with --vocab-from the run's data has the run's digest."""
+    from dataio.meta import vocabulary_digest
+
+    trained = config.get("vocab_digest")
+    if trained is None and Path(str(config.get("data"))).is_dir():
+        with contextlib.suppress(ValueError, OSError):
+            trained = vocabulary_digest(config["data"])
+    given = vocabulary_digest(data, meta)
+    if trained is not None and given is not None and given != trained:
+        raise ValueError(f"{data}: its vocabularies differ from those run {run_dir} was trained on (digest "
+                         f"{given[:19]}..., the run's {trained[:19]}...): the same ids mean other values; "
+                         f"preprocess the data with --vocab-from the run's dataset")
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
