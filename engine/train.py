@@ -15,6 +15,7 @@ SingleProcess, or engine.dist's Distributed) answers for what differs. The comma
 engine/run/cli.py, the settings engine/run/config.py, what is printed and logged engine/run/report.py.
 """
 import json
+import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from engine.run.checkpoint import save_checkpoint
 from engine.run.config import OPTIMIZERS, RunConfig
 from engine.run.directory import check_fingerprint, data_fingerprint, refuse_links
 from engine.run.early_stop import EarlyStopping
-from engine.run.errors import TrainingError
+from engine.run.errors import Diverged
 from engine.run.evaluations import best_test_metrics, evaluate_now
 from engine.run.guards import loss_problem, non_finite_state
 from engine.run.process import SingleProcess
@@ -194,12 +195,12 @@ def take_step(job: Job, batch, epoch: int, step_in_epoch: int) -> tuple[float, d
     loss, grads = job.process.loss_and_grads(job.model, params, batch, job.kernels, job.rng, job.cfg.accum)
     problem = loss_problem(loss)
     if problem:
-        stop_diverged(job, problem, epoch, step_in_epoch)
+        stop_diverged(job, problem, epoch, step_in_epoch, loss)
     info = apply_gradients(job.model, params, grads, state, job.step_config, job.kernels, audit=job.cfg.audit)
     bad = non_finite_state(params, state, job.kernels.xp)
     if bad:
         stop_diverged(job, f"{len(bad)} parameter or Adam moment array(s) hold inf or nan after the update "
-                           f"({', '.join(bad[:3])})", epoch, step_in_epoch)
+                           f"({', '.join(bad[:3])})", epoch, step_in_epoch, loss)
     job.global_step += 1
     job.process.after_step(params, state, job.global_step)   # under MPI, replicas compared every K steps
     job.steps_run += 1
@@ -210,14 +211,14 @@ def take_step(job: Job, batch, epoch: int, step_in_epoch: int) -> tuple[float, d
     return loss, info
 
 
-def stop_diverged(job: Job, problem: str, epoch: int, step_in_epoch: int) -> None:
+def stop_diverged(job: Job, problem: str, epoch: int, step_in_epoch: int, loss: float) -> None:
     """Stop at the step that went wrong (engine/run/guards.py), naming the checkpoint really on disk."""
     if job.checkpoint_step is None:
         kept = "no checkpoint had been written yet"
     else:
         kept = f"the last good checkpoint (global step {job.checkpoint_step}) is kept in {job.out / 'checkpoint'}"
-    raise TrainingError(f"{problem} at global step {job.global_step + 1} (epoch {epoch + 1}, batch "
-                        f"{step_in_epoch}); {kept}")
+    raise Diverged(f"{problem} at global step {job.global_step + 1} (epoch {epoch + 1}, batch {step_in_epoch}); "
+                   f"{kept}", step=job.global_step + 1, loss=loss if math.isfinite(loss) else None)
 
 
 def reached_max_steps(cfg: RunConfig, global_step: int) -> bool:

@@ -73,6 +73,8 @@ def pooled_cells(records: list[dict]) -> dict:
     groups = {}
     for r in records:
         cells = groups.setdefault((r["model"], r["embed_optim"], r["init_stddev"]), {})
+        if r.get("diverged"):   # no AUC: validate.study.scaling's table names where it diverged
+            continue
         cells.setdefault((r["rule"], r["bs"]), {})[r["seed"]] = r["auc"]
     return groups
 
