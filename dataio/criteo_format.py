@@ -4,6 +4,11 @@ Symbols: n good rows of a chunk, D = 13 dense, F = 26 sparse.
 
 A line is 40 tab-separated fields: label 0/1, I1..I13 (integers, may be empty), C1..C26 (8 lowercase
 hex digits, may be empty); no header. See tokenize.py for exactly what is accepted.
+
+DeepCTR's examples (criteo_sample.csv) hold the same rows comma-separated under a header line
+`label,I1,..,I13,C1,..,C26`: criteo_tokenizer sees that header and reads the file with
+CriteoCsvTokenizer, which skips the header and hands the Numba tokenizer each chunk with its commas
+turned into tabs (no Criteo value contains a comma or a tab), so both layouts give the same rows.
 """
 from __future__ import annotations
 
@@ -13,12 +18,14 @@ from pathlib import Path
 import numpy as np
 
 from dataio import tokenize as tk
-from dataio.errors import ErrorLog
+from dataio.errors import ErrorLog, PreprocessError
 
 CRITEO_DENSE = [f"I{i}" for i in range(1, 14)]
 CRITEO_SPARSE = [f"C{i}" for i in range(1, 27)]
 FORMAT_HINT = ("a Criteo train.txt line is 40 tab-separated fields (label 0/1, I1..I13, C1..C26) "
-               "with no header line; is this file comma-separated or does it start with a header?")
+               "with no header line, or DeepCTR's CSV: the same 40 fields comma-separated under the header "
+               "label,I1..I13,C1..C26")
+CSV_HEADER = b",".join([b"label"] + [c.encode() for c in CRITEO_DENSE + CRITEO_SPARSE])
 _SHAPE_ERRORS = (tk.ERR_COLUMNS, tk.ERR_LABEL)
 _MIN_LINE_BYTES = tk.NUM_COLUMNS       # 39 tabs and a newline: no good row is shorter
 _KEEP_ERRORS = 16                     # bad lines whose numbers one tokenizer call keeps
@@ -106,3 +113,27 @@ class CriteoTokenizer:
                 counts[code] -= 1
             for code in np.flatnonzero(counts):
                 errors.add_uncounted(tk.ERROR_TEXT[int(code)], int(counts[code]))
+
+
+class CriteoCsvTokenizer(CriteoTokenizer):
+    """DeepCTR's criteo_sample.csv layout: the header line, then Criteo's fields separated by commas."""
+    header_lines = 1
+
+    def __call__(self, buf: np.ndarray, first_line: int, at_eof: bool, errors: ErrorLog | None):
+        tabs = np.flatnonzero(buf == 9)
+        if len(tabs):   # a tab in a comma-separated file would silently become a field separator
+            line = first_line + int(np.count_nonzero(buf[:tabs[0]] == 10))
+            raise PreprocessError(f"{self.path}:{line}: a tab in a comma-separated Criteo file ({FORMAT_HINT})")
+        return super().__call__(np.where(buf == 44, np.uint8(9), buf), first_line, at_eof, errors)
+
+
+def criteo_tokenizer(path: Path) -> CriteoTokenizer:
+    """The tokenizer of the file's layout: DeepCTR's CSV when its first line is that header, else train.txt's."""
+    with open(path, "rb") as f:
+        first = f.readline(1 << 16).rstrip(b"\r\n")
+    if first == CSV_HEADER:
+        return CriteoCsvTokenizer(path)
+    if first.startswith(b"label,") or first.startswith(b"label\t"):
+        raise PreprocessError(f"{path}:1: a header line, but not DeepCTR's label,I1..I13,C1..C26 in that order "
+                              f"({first[:60].decode('ascii', 'replace')}...); {FORMAT_HINT}")
+    return CriteoTokenizer(path)

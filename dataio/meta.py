@@ -7,10 +7,10 @@ load_meta accepts.
 
 Keys: format_version, kind ("criteo" | "avazu" | "synthetic"), sparse_features [{name, vocab_size}],
 dense_features [{name, transform}], splits {name: {rows, shards[, crc32]}} (train and test always,
-valid when made), source {path, bytes, sha256 | ...}, options {...}; synthetic sets also carry
-bayes {test_auc, test_logloss}. A shard is named by a bare file name inside the directory; a name
-with a directory part, an absolute path, or one that resolves outside the directory (a symlink)
-is refused, so a crafted meta.json cannot point the reader at other files.
+valid when made; only "all" when preprocessed with --split none), source {path, bytes, sha256 | ...},
+options {...}; synthetic sets also carry bayes {test_auc, test_logloss}. A shard is named by a bare file
+name inside the directory; a name with a directory part, an absolute path, or one that resolves outside
+the directory (a symlink) is refused, so a crafted meta.json cannot point the reader at other files.
 """
 from __future__ import annotations
 
@@ -70,7 +70,8 @@ def load_meta(data_dir: str | os.PathLike) -> dict:
     for feat in meta["sparse_features"]:
         if not {"name", "vocab_size"} <= set(feat) or int(feat["vocab_size"]) < 1:
             raise MetaError(f"{path}: bad sparse feature entry {feat!r}; {fix}")
-    for split in ("train", "test"):
+    one_split = isinstance(meta["options"], dict) and meta["options"].get("split") == "none"
+    for split in (("all",) if one_split else ("train", "test")):   # --split none: every row in "all"
         if split not in meta["splits"]:
             raise MetaError(f"{path}: splits lacks {split!r}; {fix}")
     for split, info in meta["splits"].items():

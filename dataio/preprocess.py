@@ -45,7 +45,8 @@ import numpy as np
 
 from dataio.avazu_format import AVAZU_SPARSE, AvazuTokenizer
 from dataio.chunks import FileIdentity, iter_line_chunks
-from dataio.criteo_format import CRITEO_DENSE, CRITEO_SPARSE, FORMAT_HINT as CRITEO_HINT, CriteoTokenizer
+from dataio.criteo_format import (CRITEO_DENSE, CRITEO_SPARSE, FORMAT_HINT as CRITEO_HINT, CriteoTokenizer,
+                                  criteo_tokenizer)
 from dataio.errors import ErrorLog, PreprocessError
 from dataio.meta import MetaError, load_meta
 from dataio.outdir import check_out_dir, cleanup_on_terminate
@@ -59,6 +60,7 @@ from dataio.writer import DEFAULT_SHARD_ROWS, DatasetWriter
 __all__ = ["preprocess", "Options", "PreprocessError", "CRITEO_DENSE", "CRITEO_SPARSE", "AVAZU_SPARSE"]
 
 RAND_TEST_FRACTION = {"criteo": 0.1, "avazu": 0.2}
+DATASET_NAMES = {"criteo": "criteo", "criteo_kaggle": "criteo", "avazu": "avazu"}   # the reference's names too
 PRESETS = {"criteo_x4": {"min_count": 10, "dense_transform": "bucket_x4", "split": "x4"}}
 VOCAB_FILE = "vocab.npz"
 CRLF_TEXT = ("line ends with CR LF (Windows line ends); both formats are read with LF line ends: convert the file "
@@ -89,8 +91,17 @@ class Options:
 
 def _resolve_options(opts: Options) -> Options:
     """Apply the preset and check every option; errors name the option."""
+    opts.dataset = DATASET_NAMES.get(str(opts.dataset).lower(), opts.dataset)
     if opts.dataset not in ("criteo", "avazu"):
-        raise PreprocessError(f"--dataset must be criteo or avazu, got {opts.dataset!r}")
+        raise PreprocessError(f"--dataset must be one of {', '.join(DATASET_NAMES)}, got {opts.dataset!r}")
+    if opts.split == "none":
+        if opts.vocab_from is None:
+            raise PreprocessError("--split none: writes a file to score with a run's vocabularies; give "
+                                  "--vocab-from with the run's dataset directory")
+        if opts.valid_fraction or opts.preset:
+            raise PreprocessError("--split none: every row goes to the one split 'all'; drop --valid-fraction "
+                                  "and --preset")
+        return _check_rest(opts)
     if opts.preset is not None:
         if opts.preset not in PRESETS or opts.dataset != "criteo":
             raise PreprocessError(f"--preset {opts.preset}: not defined for {opts.dataset} (have: criteo_x4 for "
@@ -102,7 +113,16 @@ def _resolve_options(opts: Options) -> Options:
     if opts.split == "seq" and opts.dataset != "criteo":
         raise PreprocessError("--split seq: defined for criteo only (as in the reference); use --split rand")
     if opts.split not in ("rand", "seq", "x4"):
-        raise PreprocessError(f"--split must be rand or seq, got {opts.split!r}")
+        raise PreprocessError(f"--split must be rand, seq or none, got {opts.split!r}")
+    if not 0.0 <= opts.valid_fraction < 1.0 - opts.test_fraction:
+        raise PreprocessError(f"--valid-fraction must be in [0, {1 - opts.test_fraction:g}) so that train keeps "
+                              f"rows, got {opts.valid_fraction!r}")
+    if opts.valid_fraction and opts.split != "rand":
+        raise PreprocessError("--valid-fraction: needs --split rand")
+    return _check_rest(opts)
+
+
+def _check_rest(opts: Options) -> Options:
     if opts.on_error not in ("fail", "skip"):
         raise PreprocessError(f"--on-error must be fail or skip, got {opts.on_error!r}")
     if opts.dense_transform not in DENSE_TRANSFORMS + ("bucket_x4",):
@@ -111,11 +131,6 @@ def _resolve_options(opts: Options) -> Options:
                              ("--min-count", opts.min_count, 1), ("chunk_bytes", opts.chunk_bytes, 1)):
         if not isinstance(value, (int, np.integer)) or value < low:
             raise PreprocessError(f"{name} must be an integer >= {low}, got {value!r}")
-    if not 0.0 <= opts.valid_fraction < 1.0 - opts.test_fraction:
-        raise PreprocessError(f"--valid-fraction must be in [0, {1 - opts.test_fraction:g}) so that train keeps "
-                              f"rows, got {opts.valid_fraction!r}")
-    if opts.valid_fraction and opts.split != "rand":
-        raise PreprocessError("--valid-fraction: needs --split rand")
     return opts
 
 
@@ -261,10 +276,10 @@ def preprocess(dataset: str, input_path: str | os.PathLike, out_dir: str | os.Pa
     _check_input(path)
     out_real = check_out_dir(out_dir, inputs=(path,))
     t0 = time.perf_counter()
-    tokenizer = CriteoTokenizer(path) if dataset == "criteo" else AvazuTokenizer(path)
+    tokenizer = criteo_tokenizer(path) if opts.dataset == "criteo" else AvazuTokenizer(path)
     bucketize = opts.dense_transform == "bucket_x4"
-    sparse_names = (CRITEO_DENSE if bucketize else []) + (CRITEO_SPARSE if dataset == "criteo" else AVAZU_SPARSE)
-    dense_names = [] if (bucketize or dataset == "avazu") else CRITEO_DENSE
+    sparse_names = (CRITEO_DENSE if bucketize else []) + (CRITEO_SPARSE if opts.dataset == "criteo" else AVAZU_SPARSE)
+    dense_names = [] if (bucketize or opts.dataset == "avazu") else CRITEO_DENSE
     identity = FileIdentity.of(path)
 
     with ThreadPoolExecutor(2) as field_pool:  # per-field work of a chunk, two fields at a time
@@ -292,7 +307,7 @@ def preprocess(dataset: str, input_path: str | os.PathLike, out_dir: str | os.Pa
             encode_pass(path, tokenizer, opts, writer, vocabs, dense_params, assign, field_pool, identity)
             identity.check_unchanged(path, "during pass 2")
             meta = {
-                "kind": dataset,
+                "kind": opts.dataset,
                 "sparse_features": [{"name": nm, "vocab_size": len(v) + 1, "oov_id": len(v),
                                      "value_type": "int" if v.dtype.kind in "iu" else "str"}
                                     for nm, v in zip(sparse_names, vocabs)],
@@ -312,11 +327,14 @@ def preprocess(dataset: str, input_path: str | os.PathLike, out_dir: str | os.Pa
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--dataset", required=True, type=click.Choice(["criteo", "avazu"]))
+@click.option("--dataset", required=True, type=click.Choice(list(DATASET_NAMES), case_sensitive=False),
+              help="criteo (= the reference's criteo_kaggle; train.txt, or DeepCTR's CSV with a header) or avazu")
 @click.option("--input", "input_path", required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="new directory, empty directory, or a dataset written by this tool (replaced)")
-@click.option("--split", default="rand", show_default=True, type=click.Choice(["rand", "seq"]))
+@click.option("--split", default="rand", show_default=True, type=click.Choice(["rand", "seq", "none"]),
+              help="rand | seq (the reference's); none: every row, in file order, into one split 'all' to score "
+                   "(needs --vocab-from; then engine.evaluate --data OUT --split all)")
 @click.option("--valid-fraction", default=0.0, show_default=True, type=click.FloatRange(0.0, 1.0, max_open=True),
               help="with --split rand: also a valid split of ceil(F N) rows, taken from the train rows")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0))

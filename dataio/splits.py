@@ -8,6 +8,8 @@ rand  test = the first ceil(test_fraction * N) rows of default_rng(seed).permuta
       are exactly those of a dataset made before valid splits existed.
 seq   (Criteo, the reference's "seq") the first int((1 - 1/7) N) rows train, the rest test.
 x4    (criteo_x4 preset) random 8:1:1 train/valid/test.
+none  every row, in file order, into one split "all": a file to score with a run's vocabularies
+      (preprocess --vocab-from RUN_DATA --split none, then engine.evaluate --split all).
 Rows inside a split keep their file order; the reader shuffles.
 """
 from __future__ import annotations
@@ -16,8 +18,8 @@ import math
 
 import numpy as np
 
-TRAIN, VALID, TEST = 0, 1, 2
-SPLIT_NAMES = ("train", "valid", "test")
+TRAIN, VALID, TEST, ALL = 0, 1, 2, 3
+SPLIT_NAMES = ("train", "valid", "test", "all")
 
 
 def assign_splits(n: int, split: str, seed: int, test_fraction: float, valid_fraction: float = 0.0
@@ -44,8 +46,11 @@ def assign_splits(n: int, split: str, seed: int, test_fraction: float, valid_fra
         assign[perm[:n_test]] = TEST
         assign[perm[n_test:n_test + n_valid]] = VALID
         has_valid = True
+    elif split == "none":
+        assign[:] = ALL
+        return assign, {"all": n}
     else:
-        raise ValueError(f"split must be rand, seq or x4, got {split!r}")
+        raise ValueError(f"split must be rand, seq, x4 or none, got {split!r}")
     counts = np.bincount(assign, minlength=3)
     rows = {"train": int(counts[TRAIN]), "test": int(counts[TEST])}
     if has_valid:

@@ -11,8 +11,9 @@ Planted model (all parameters drawn from `seed`):
 The FM term is computed as 0.5 * (|sum_f v_f|^2 - sum_f |v_f|^2), i.e. square_of_sum - sum_of_squares.
 
 Ids: field f has V_f codes (V_f log-spaced from ~10 to 3e5); code 0 is "missing" (like the reference's
-"-1", which sorts first), codes 1..V_f-1 are drawn with a power law (Zipf-like) over frequency ranks,
-and rank -> code is a random permutation, as hashing then sorting makes it in real Criteo. The effect
+"-1", which sorts first), codes 1..V_f-1 are drawn with a power law (Zipf-like) over frequency ranks
+(rank r for a uniform v in [T[r], T[r+1]), T the power law's CDF table, see rank_cdf), and rank ->
+code is a random permutation, as hashing then sorting makes it in real Criteo. The effect
 size of an id grows with its rank (w ~ N(0, (sigma * g(rank))^2), g from 0.5 at the head to 2.0 at the
 tail), so the long tail carries much of the signal and memorising the head is not enough.
 
@@ -29,6 +30,26 @@ chunk), `workers` threads draw chunks in parallel (NumPy's random fills, element
 gathers release the GIL) while the main thread writes them in order: the bytes do not depend on
 the number of workers, and at most 2 * workers chunks are in memory.
 
+The same bytes on every CPU. NumPy's exp, log, power, tanh, einsum and matmul pick SIMD or BLAS
+code per CPU and differ there in the last bit, and a label drawn as u < p or an id drawn by an
+inverse CDF flips with that bit. So every stored value is decided by operations whose result IEEE
+754 or integer arithmetic fixes (elementwise +, -, *, /, sqrt, floor, comparisons, each its own
+ufunc call; sorting; integer sums), with dataio.portable_math's exp and log (fdlibm's algorithms
+in those operations) wherever a transcendental function is needed:
+  vocab sizes    round(geomspace) with portable exp/log.
+  ids            missing iff u < m; rank r iff T[r] <= v < T[r+1], exact comparisons against the
+                 table T = rank_cdf(V - 1, s) computed once with portable exp/log. NumPy's fast
+                 power only guesses r; the comparisons then move it to the table's rank.
+  dense values   floor(portable exp(mu + sigma z)), then minmax (one multiply, one add).
+  labels, prob   p = portable sigmoid(logit); the logit's sums are chains of elementwise adds in a
+                 fixed order (fields, k, dense j), never a reduction, einsum or BLAS product.
+  bias           bisection on an integer sum (probabilities in units of 2^-40): no summation order.
+  meta "bayes"   AUC sums ranks that are multiples of 1/2 (exact in any order); logloss uses
+                 portable log and math.fsum (correctly rounded). positive_rate counts labels.
+The random draws themselves are NumPy's Generator (PCG64 bits; scalar C code, not SIMD-dispatched).
+Its normal sampler calls the C library's exp/log1p in its rare rejection steps only; a different
+C library could change a tail draw's last bit, a different CPU cannot.
+
 Vocabulary shapes: `vocab="geomspace"` (the built-in set: 26 sizes log-spaced from min_vocab to
 max_vocab, shuffled across fields) or `vocab="criteo"` (the 26 cardinalities of Criteo Kaggle's
 C1..C26 as DLRM counts them, 33.8M ids in all; for Criteo-sized sets, e.g. --rows 45000000).
@@ -37,6 +58,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import sys
 import time
@@ -51,12 +73,13 @@ import numpy as np
 from dataio.errors import PreprocessError
 from dataio.meta import MetaError, load_meta
 from dataio.outdir import check_out_dir, cleanup_on_terminate
-from dataio.metrics import auc, logloss
+from dataio import portable_math as pm
+from dataio.metrics import auc
 from dataio.rawtsv import format_criteo_lines
 from dataio.transforms import dense_transform_meta, minmax_apply, minmax_params
 from dataio.writer import DEFAULT_SHARD_ROWS, DatasetWriter
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 NUM_SPARSE, NUM_DENSE, EMBED_DIM = 26, 13, 4
 CHUNK_ROWS = 1 << 19
 SPARSE_NAMES = [f"C{i}" for i in range(1, NUM_SPARSE + 1)]
@@ -81,8 +104,7 @@ class SyntheticConfig:
     dense_scale: float = 0.27     # |beta| of the dense effects
     positive_rate: float = 0.25
     shard_rows: int = DEFAULT_SHARD_ROWS
-    # Added after version 1; left out of the cache hash at their defaults, so the built-in set keeps
-    # its name (and its bytes: with these defaults nothing is drawn differently).
+    # Added later; left out of the cache hash at their defaults (with them nothing is drawn differently).
     valid_fraction: float = 0.0
     vocab: str = "geomspace"
 
@@ -114,6 +136,7 @@ class PlantedModel:
     zipf_exponent: np.ndarray      # (F,)
     missing_rate: np.ndarray       # (F,)
     code_of_rank: list             # [f] (V_f - 1,) int32, a permutation of 1..V_f-1
+    rank_cdf: list                 # [f] (V_f,) float64, rank_cdf(V_f - 1, zipf_exponent[f])
     id_effect: list                # [f] (V_f,) float64, w_f[code]
     id_embedding: list             # [f] (V_f, K) float64, v_f[code]
     dense_mu: np.ndarray           # (D,)
@@ -141,11 +164,13 @@ def sorted_unique(x: np.ndarray) -> np.ndarray:
 def _field_params(cfg: SyntheticConfig, v: int, rng: np.random.Generator) -> tuple:
     """One field's planted parameters: (code_of_rank (V-1,), id_effect (V,), id_embedding (V, K), hex (V,))."""
     perm = (rng.permutation(v - 1) + 1).astype(np.int32)
-    # tail gain g(rank): 0.5 at the head rising to 2.0 at the rarest ids.
+    # tail gain g(rank): 0.5 at the head rising to 2.0 at the rarest ids; ln(1 + rank) of an integer rank.
     rank_of_code = np.empty(v, dtype=np.float64)
     rank_of_code[perm] = np.arange(v - 1)
     rank_of_code[0] = 0.0
-    gain = 0.5 + 1.5 * np.log1p(rank_of_code) / np.log1p(v)
+    gain = 1.5 * pm.log(rank_of_code + 1.0)
+    gain /= pm.log(np.float64(v + 1))
+    gain += 0.5
     id_effect = cfg.id_scale * gain * rng.standard_normal(v)
     id_embedding = cfg.fm_scale * np.sqrt(gain)[:, None] * rng.standard_normal((v, EMBED_DIM))
     # Distinct sorted 32-bit values so that hex order == code order (missing code 0 prints empty).
@@ -154,10 +179,33 @@ def _field_params(cfg: SyntheticConfig, v: int, rng: np.random.Generator) -> tup
     return perm, id_effect, id_embedding, hexes
 
 
+def rank_cdf(ranks: int, s: float) -> np.ndarray:
+    """(ranks + 1,) float64 table T of the power law x^-s on [1, ranks + 1): rank r is drawn from a
+    uniform v iff T[r] <= v < T[r + 1]; T[0] = 0, T[ranks] = inf, non-decreasing.
+
+    T[r] = (1 - (r + 1)^(1 - s)) / (1 - (ranks + 1)^(1 - s)), the continuous law's CDF at r + 1, with
+    portable_math's exp and log, so the table (and so every id) is the same on every CPU.
+    """
+    power = pm.exp((1.0 - s) * pm.log(np.arange(1, ranks + 2, dtype=np.float64)))    # (r + 1)^(1 - s)
+    table = 1.0 - power
+    table /= table[-1]
+    table[0], table[-1] = 0.0, np.inf
+    return np.maximum.accumulate(table, out=table)
+
+
+def geomspace(lo: float, hi: float, n: int) -> np.ndarray:
+    """(n,) lo * (hi / lo)^(i / (n - 1)), endpoints exact, as np.geomspace but the same on every CPU."""
+    t = np.arange(n, dtype=np.float64) / (n - 1)
+    ln_lo = pm.log(np.float64(lo))
+    out = pm.exp(ln_lo + t * (pm.log(np.float64(hi)) - ln_lo))
+    out[0], out[-1] = lo, hi
+    return out
+
+
 def planted_model(cfg: SyntheticConfig, workers: int = 1) -> PlantedModel:
     """Draw the planted parameters from cfg.seed (bias still 0; see calibrate_bias).
 
-    The built-in shape draws every field from one stream, in field order (the bytes of version 1).
+    The built-in shape draws every field from one stream, in field order.
     The criteo shape (33.8M ids) gives each field its own stream, so `workers` threads draw fields
     in parallel; its data depends on the seed only, not on workers.
     """
@@ -165,26 +213,27 @@ def planted_model(cfg: SyntheticConfig, workers: int = 1) -> PlantedModel:
     if cfg.vocab == "criteo":
         vocab = np.array(CRITEO_VOCAB, dtype=np.int64)
     else:
-        vocab = np.round(np.geomspace(cfg.min_vocab, cfg.max_vocab, NUM_SPARSE)).astype(np.int64)
+        vocab = np.round(geomspace(cfg.min_vocab, cfg.max_vocab, NUM_SPARSE)).astype(np.int64)
         vocab = rng.permutation(vocab)  # field size unrelated to field index, as in Criteo
     zipf = rng.uniform(1.05, 1.4, NUM_SPARSE)
     missing = np.where(rng.random(NUM_SPARSE) < 0.3, rng.uniform(0.05, 0.45, NUM_SPARSE), 0.0)
-    if cfg.vocab == "criteo":
-        rngs = [_rng(cfg.seed, f + 1, _PARAMS) for f in range(NUM_SPARSE)]   # streams no chunk uses
-        order = np.argsort(-vocab)                                            # biggest fields first
-        with ThreadPoolExecutor(max(1, workers)) as pool:
+    order = np.argsort(-vocab, kind="stable")                                 # biggest fields first
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        if cfg.vocab == "criteo":
+            rngs = [_rng(cfg.seed, f + 1, _PARAMS) for f in range(NUM_SPARSE)]   # streams no chunk uses
             drawn = dict(zip(order, pool.map(lambda f: _field_params(cfg, int(vocab[f]), rngs[f]), order)))
-        per_field = [drawn[f] for f in range(NUM_SPARSE)]
-    else:
-        per_field = [_field_params(cfg, int(v), rng) for v in vocab]
+            per_field = [drawn[f] for f in range(NUM_SPARSE)]
+        else:
+            per_field = [_field_params(cfg, int(v), rng) for v in vocab]
+        cdf = dict(zip(order, pool.map(lambda f: rank_cdf(int(vocab[f]) - 1, float(zipf[f])), order)))
     code_of_rank, id_effect, id_embedding, hex_tables = (list(x) for x in zip(*per_field))
     dense_mu = rng.uniform(0.0, 4.0, NUM_DENSE)
     dense_sigma = rng.uniform(0.8, 2.0, NUM_DENSE)
     dense_missing = np.where(rng.random(NUM_DENSE) < 0.5, rng.uniform(0.02, 0.45, NUM_DENSE), 0.0)
     beta = np.zeros(NUM_DENSE)
     beta[:4] = cfg.dense_scale * rng.choice([-1.0, 1.0], 4)
-    return PlantedModel(vocab, zipf, missing, code_of_rank, id_effect, id_embedding,
-                        dense_mu, dense_sigma, dense_missing, beta, hex_tables)
+    return PlantedModel(vocab, zipf, missing, code_of_rank, [cdf[f] for f in range(NUM_SPARSE)], id_effect,
+                        id_embedding, dense_mu, dense_sigma, dense_missing, beta, hex_tables)
 
 
 def draw_sparse(model: PlantedModel, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -193,29 +242,48 @@ def draw_sparse(model: PlantedModel, n: int, rng: np.random.Generator) -> np.nda
     for f in range(NUM_SPARSE):
         u = rng.random(n)
         m = model.missing_rate[f]
-        s = model.zipf_exponent[f]
-        top = float(model.vocab_sizes[f] - 1)  # ranks 0..top-1
-        # Inverse CDF of a continuous power law x^-s on [1, top+1); rank = floor(x) - 1.
         v = np.clip((u - m) / (1.0 - m), 0.0, 1.0 - 1e-12)
-        x = (1.0 - v * (1.0 - (top + 1.0) ** (1.0 - s))) ** (1.0 / (1.0 - s))
-        rank = np.minimum(x.astype(np.int64) - 1, int(top) - 1)
-        col = model.code_of_rank[f][rank]
+        col = model.code_of_rank[f][rank_of_uniform(v, model.rank_cdf[f], model.zipf_exponent[f])]
         col[u < m] = 0
         codes[:, f] = col
     return codes
 
 
+def rank_of_uniform(v: np.ndarray, cdf: np.ndarray, s: float) -> np.ndarray:
+    """(n,) int64 ranks r with cdf[r] <= v < cdf[r + 1] for v (n,) in [0, 1); cdf from rank_cdf.
+
+    A first guess from the continuous inverse CDF, floor((1 - v c)^(1 / (1 - s))) - 1 with NumPy's
+    fast power (its last bit depends on the CPU, so the guess may be one off near a boundary), then
+    exact comparisons with the table move each rank to the one the table defines.
+    """
+    top = len(cdf) - 1                                                  # ranks 0..top-1
+    c = 1.0 - (top + 1.0) ** (1.0 - s)
+    guess = (1.0 - v * c) ** (1.0 / (1.0 - s))
+    rank = np.clip(guess.astype(np.int64) - 1, 0, top - 1)
+    while True:
+        low = v < cdf[rank]
+        rank -= low
+        high = v >= cdf[rank + 1]
+        rank += high
+        if not (low.any() or high.any()):
+            return rank
+
+
 def draw_dense_raw(model: PlantedModel, n: int, rng: np.random.Generator) -> np.ndarray:
     """Raw dense counts (n, D) int64, -1 where missing."""
     z = rng.standard_normal((n, NUM_DENSE))
-    x = np.maximum(np.floor(np.exp(model.dense_mu + model.dense_sigma * z)) - 1.0, 0.0)
+    x = np.maximum(np.floor(pm.exp(model.dense_mu + model.dense_sigma * z)) - 1.0, 0.0)
     x = np.minimum(x, 2.0**40).astype(np.int64)
     x[rng.random((n, NUM_DENSE)) < model.dense_missing] = -1
     return x
 
 
 def planted_logit(model: PlantedModel, codes: np.ndarray, dense_raw: np.ndarray) -> np.ndarray:
-    """logit (n,) float64 of the planted model, bias included."""
+    """logit (n,) float64 of the planted model, bias included.
+
+    Every sum is a chain of elementwise adds in a fixed order (fields, then k, then dense j), never a
+    NumPy reduction, einsum or BLAS product, whose order may change with the CPU's vector width.
+    """
     n = codes.shape[0]
     logit = np.full(n, model.bias)
     sum_v = np.zeros((n, EMBED_DIM))
@@ -224,33 +292,60 @@ def planted_logit(model: PlantedModel, codes: np.ndarray, dense_raw: np.ndarray)
         logit += model.id_effect[f][codes[:, f]]
         v = model.id_embedding[f][codes[:, f]]            # (n, K)
         sum_v += v
-        sum_of_squares += np.einsum("nk,nk->n", v, v)
-    square_of_sum = np.einsum("nk,nk->n", sum_v, sum_v)
-    logit += 0.5 * (square_of_sum - sum_of_squares)
-    filled = np.maximum(dense_raw, 0).astype(np.float64)
-    logit += (np.log1p(filled) - model.dense_mu) @ model.dense_beta
+        sum_of_squares += _row_dot(v, v)
+    logit += 0.5 * (_row_dot(sum_v, sum_v) - sum_of_squares)
+    for j in np.flatnonzero(model.dense_beta):
+        filled = np.maximum(dense_raw[:, j], 0).astype(np.float64)
+        logit += (pm.log(filled + 1.0) - model.dense_mu[j]) * model.dense_beta[j]   # ln(1 + x) of an integer x
     return logit
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + np.tanh(0.5 * x))  # stable for large |x|
+def _row_dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(n,) sum_k a[:, k] b[:, k] of (n, K) arrays, added left to right."""
+    out = a[:, 0] * b[:, 0]
+    for k in range(1, a.shape[1]):
+        out += a[:, k] * b[:, k]
+    return out
+
+
+RATE_UNIT = 2.0 ** 40   # the bias search sums probabilities as integers in units of 2^-40
 
 
 def calibrate_bias(model: PlantedModel, cfg: SyntheticConfig, pilot_rows: int = 200_000) -> float:
-    """Bias b so that mean sigmoid(b + score) on a pilot sample equals cfg.positive_rate (bisection)."""
+    """Bias b so that mean sigmoid(b + score) on a pilot sample is cfg.positive_rate (bisection).
+
+    sigmoid(b + score) is taken as 1 / (1 + e^-score e^-b) with e^-score computed once; the mean is
+    compared as an integer sum (round(p 2^40) per row), which no summation order can change.
+    """
     rng = _rng(cfg.seed, 0, _PILOT)
     codes = draw_sparse(model, pilot_rows, rng)
     dense = draw_dense_raw(model, pilot_rows, rng)
     model.bias = 0.0
-    score = planted_logit(model, codes, dense)
+    exp_minus_score = pm.exp(-planted_logit(model, codes, dense))
+    target = int(round(cfg.positive_rate * RATE_UNIT)) * pilot_rows
     lo, hi = -30.0, 30.0
     for _ in range(60):
         mid = 0.5 * (lo + hi)
-        if _sigmoid(score + mid).mean() > cfg.positive_rate:
+        p = exp_minus_score * float(pm.exp(np.float64(-mid)))
+        p += 1.0
+        np.divide(RATE_UNIT, p, out=p)
+        if int(np.rint(p).astype(np.int64).sum()) > target:
             hi = mid
         else:
             lo = mid
     return 0.5 * (lo + hi)
+
+
+def bayes_metrics(label: np.ndarray, prob: np.ndarray) -> dict:
+    """{"test_auc", "test_logloss"} of the true probabilities, the same bits on every CPU.
+
+    AUC (metrics.auc) sums ranks that are multiples of 1/2 below 2^52: exact in any order. The logloss
+    uses portable_math.log and math.fsum (the correctly rounded sum), with p clipped as metrics.logloss.
+    """
+    p = np.clip(prob.astype(np.float64), 1e-15, 1 - 1e-15)
+    positive = label.astype(bool)
+    total = math.fsum(pm.log(p[positive])) + math.fsum(pm.log(1.0 - p[~positive]))
+    return {"test_auc": auc(label, prob), "test_logloss": -total / len(p) if len(p) else float("nan")}
 
 
 def _chunks(rows: int):
@@ -313,7 +408,7 @@ def _draw_chunk(model: PlantedModel, cfg: SyntheticConfig, scale, offset, chunk:
     codes = draw_sparse(model, n, _rng(cfg.seed, i, _SPARSE))
     dense_raw = draw_dense_raw(model, n, _rng(cfg.seed, i, _DENSE))
     rng = _rng(cfg.seed, i, _LABEL)
-    prob = _sigmoid(planted_logit(model, codes, dense_raw))
+    prob = pm.sigmoid(planted_logit(model, codes, dense_raw))
     label = (rng.random(n) < prob).astype(np.float32)
     split = _split_of_rows(n, cfg, rng)
     dense = minmax_apply(np.maximum(dense_raw, 0), scale, offset)
@@ -368,7 +463,7 @@ def generate(out_dir: str | os.PathLike, rows: int = 4_000_000, seed: int = 0, t
                            prob_splits=eval_splits) as writer:
             chunks = _in_order(lambda c: _draw_chunk(model, cfg, scale, offset, c), _chunks(rows), workers)
             for c in chunks:
-                positives += int(c["label"].sum())
+                positives += int(np.count_nonzero(c["label"]))
                 for code, split in ((0, "train"), (1, "valid"), (2, "test")):
                     if split in split_rows:
                         rows_of = c["split"] == code
@@ -389,7 +484,7 @@ def generate(out_dir: str | os.PathLike, rows: int = 4_000_000, seed: int = 0, t
                 "source": {"path": None, "bytes": 0, "sha256": None, "generator": "dataio.synthetic",
                            "generator_version": GENERATOR_VERSION},
                 "options": asdict(cfg),
-                "bayes": {"test_auc": auc(y, p), "test_logloss": logloss(y, p)},
+                "bayes": bayes_metrics(y, p),
                 "planted": {"bias": model.bias, "positive_rate": positives / max(rows, 1),
                             "embed_dim": EMBED_DIM, "config_hash": config_hash(cfg)},
             }
@@ -426,7 +521,7 @@ def check_raw_tsv_target(raw_tsv, overwrite: bool) -> None:
 def config_hash(cfg: SyntheticConfig) -> str:
     """Short hash of the generator version and all parameters; names the cached default dataset.
 
-    Fields added after version 1 enter only when they differ from their defaults (old names stay).
+    valid_fraction and vocab enter only when they differ from their defaults.
     """
     params = {k: v for k, v in asdict(cfg).items() if not (k in _NEW_FIELDS and v == _NEW_FIELDS[k])}
     text = json.dumps({"version": GENERATOR_VERSION, **params}, sort_keys=True)

@@ -9,10 +9,24 @@ minmax      y = x * scale + offset with scale = 1 / (max - min) (1 when max == m
 log         y = ln(1 + max(x, 0))  (DLRM-style; negatives such as Criteo's I2 = -1 clip to 0)
 bucket_x4   criteo_x4 (BARS/FuxiCTR): x -> floor(ln(x)^2) if x > 2 else int(x); the result is a
             category, not a dense value (preprocess turns the field into a sparse field).
+
+Every stored value is the same on every CPU. minmax is one IEEE multiply and one add per value
+(each correctly rounded, as separate NumPy calls; min and max are exact). log uses
+dataio.portable_math.log1p, not np.log1p, whose SIMD code differs in the last bit between CPUs.
+bucket_x4 uses no logarithm at all: floor(ln(x)^2) = b exactly when e^sqrt(b) <= x < e^sqrt(b+1),
+so the bucket is the number of thresholds t_b = (the smallest double >= e^sqrt(b)), b >= 1, that
+are <= x, a binary search with exact comparisons. The thresholds come from Python's decimal module
+(40 digits, correctly rounded exp and sqrt), so the buckets are floor(ln(x)^2) of the real number x
+itself, where np.floor(np.log(x) ** 2) may be one off for x next to a threshold.
 """
 from __future__ import annotations
 
+import decimal
+import threading
+
 import numpy as np
+
+from dataio import portable_math as pm
 
 DENSE_TRANSFORMS = ("minmax", "log", "none")
 
@@ -36,7 +50,24 @@ def minmax_apply(x: np.ndarray, scale: np.ndarray, offset: np.ndarray) -> np.nda
 
 def log_apply(x: np.ndarray) -> np.ndarray:
     """x (n, D) -> ln(1 + max(x, 0)) as float32."""
-    return np.log1p(np.maximum(np.asarray(x, dtype=np.float64), 0.0)).astype(np.float32)
+    return pm.log1p(np.maximum(np.asarray(x, dtype=np.float64), 0.0)).astype(np.float32)
+
+
+_thresholds: list[float] = []        # _thresholds[b - 1] = the smallest double >= e^sqrt(b)
+_thresholds_lock = threading.Lock()
+
+
+def x4_thresholds(above: float) -> np.ndarray:
+    """(B,) float64 t_b for b = 1..B, the smallest double >= e^sqrt(b), with t_B > above (or t_B = inf)."""
+    with _thresholds_lock:
+        ctx = decimal.Context(prec=40)
+        while not _thresholds or not (_thresholds[-1] > above or _thresholds[-1] == np.inf):
+            exact = ctx.exp(ctx.sqrt(decimal.Decimal(len(_thresholds) + 1)))
+            t = float(exact)                                  # the nearest double; e^sqrt(b) is never one
+            if t != np.inf and decimal.Decimal(t) < exact:
+                t = float(np.nextafter(t, np.inf))
+            _thresholds.append(t)
+        return np.array(_thresholds)
 
 
 def bucket_x4(x: np.ndarray) -> np.ndarray:
@@ -44,7 +75,9 @@ def bucket_x4(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
     big = x > 2
     out = np.trunc(x)
-    out[big] = np.floor(np.log(x[big]) ** 2)
+    xb = x[big]
+    if xb.size:
+        out[big] = np.searchsorted(x4_thresholds(float(xb.max())), xb, side="right")
     return out.astype(np.int64)
 
 

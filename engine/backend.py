@@ -132,7 +132,8 @@ def cuda_unavailable_reason() -> str | None:
     try:
         import cupy
     except ImportError:
-        return "CuPy is not installed (pip install 'cowclip-engine[cuda]')"
+        return ('CuPy is not installed (pip install -e ".[cuda]" from the repository, or ".[cuda12]" for '
+                'CUDA 12 drivers)')
     try:
         if cupy.cuda.runtime.getDeviceCount() < 1:
             return "CuPy sees no CUDA device"

@@ -239,4 +239,21 @@ def clip_audit(grad: RowGrad, table, scales, offsets, field_names, to_host) -> d
                               "mean_weight_norm": float(weight_norm[inside].mean()),
                               "mean_grad_norm": float(grad_norm[inside].mean())}
     return {"rows": int(scales.shape[0]), "rows_clipped": int(clipped.sum()),
-            "by_count": by_count, "by_field": by_field}
+            "by_count": by_count, "by_field": by_field,
+            "histograms": {"scale": histogram(scales, SCALE_EDGES), "grad_norm": histogram(grad_norm, NORM_EDGES),
+                           "weight_norm": histogram(weight_norm, NORM_EDGES)}}
+
+
+SCALE_EDGES = np.linspace(0.0, 1.0, 11)           # the clip scale in [0, 1], tenths
+NORM_EDGES = np.logspace(-9, 3, 13)               # row norms, a bin per decade
+
+
+def histogram(values, edges) -> dict:
+    """A fixed-bin histogram of the batch's per-row values (U,), small enough for a metrics.jsonl line:
+    TensorBoard's form (upper bucket limits, counts, and the moments). Values past the edges fall into
+    the end buckets."""
+    values = np.asarray(values, dtype=np.float64)
+    counts, _ = np.histogram(np.clip(values, edges[0], edges[-1]), bins=edges)
+    return {"min": float(values.min()) if values.size else 0.0, "max": float(values.max()) if values.size else 0.0,
+            "num": int(values.size), "sum": float(values.sum()), "sum_squares": float((values ** 2).sum()),
+            "limits": [float(x) for x in edges[1:]], "counts": [int(c) for c in counts]}

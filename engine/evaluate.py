@@ -3,7 +3,8 @@
     python -m engine.evaluate --run runs/deepfm-bs131072-... [--data DIR] [--split test] [--predictions FILE]
 
 Prints AUC, logloss, normalized entropy and calibration (and the Bayes-optimal values when the data set
-is synthetic) as one line of JSON; with --predictions, writes one click probability per row (float64 .npy, in the split's row order).
+is synthetic) as one line of JSON; with --predictions, writes each row's index, label and click probability
+(engine/run/predictions.py: .npy, .csv or .parquet, as the file's suffix says).
 AUC needs both classes: without them it is null, with "auc_undefined" saying why (never a bare NaN).
 --data must have the run's fields and vocabulary sizes; the run's own dataset directory must also
 still have the fingerprint recorded at training (engine/run/directory.py).
@@ -16,12 +17,12 @@ from pathlib import Path
 from dataclasses import asdict
 
 import click
-import numpy as np
 
 from dataio.schema import Batch
 from engine.backend import resolve_device
 from engine.run.checkpoint import load_checkpoint
 from engine.run.errors import TrainingError
+from engine.run.predictions import check_predictions_path, write_predictions
 from engine.layers.loss import sigmoid
 from dataio.metrics import all_metrics
 from models import ModelConfig, Schema, build_model
@@ -115,12 +116,17 @@ def check_same_vocabularies(config: dict, meta: dict, data: str, run_dir: str) -
 @click.option("--data", default=None, help="dataset directory (default: the run's)")
 @click.option("--split", default="test", show_default=True)
 @click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
-@click.option("--predictions", default=None, type=click.Path(dir_okay=False), help="write probabilities (.npy)")
-def main(run_dir, data, split, device, predictions):
+@click.option("--predictions", default=None, type=click.Path(dir_okay=False),
+              help="write row index, label and probability of every row: .npy (structured), .csv or .parquet, "
+                   "as the suffix says")
+@click.option("--overwrite", is_flag=True, help="replace the --predictions file if it exists")
+def main(run_dir, data, split, device, predictions, overwrite):
     """Evaluate the checkpoint of a training run."""
     from dataio.meta import load_meta
     from dataio.reader import read_split
 
+    if predictions:
+        check_predictions_path(predictions, overwrite)   # before the scoring, not after it
     try:
         config = json.loads((Path(run_dir) / "config.json").read_text())
         kernels, device_line = resolve_device(device)
@@ -142,7 +148,7 @@ def main(run_dir, data, split, device, predictions):
     print(device_line)
     print(json.dumps(json_safe(result), allow_nan=False))
     if predictions:
-        np.save(predictions, kernels.to_host(prob))
+        write_predictions(predictions, kernels.to_host(arrays["label"]), kernels.to_host(prob), overwrite)
 
 
 if __name__ == "__main__":

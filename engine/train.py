@@ -37,6 +37,7 @@ from engine.run.process import SingleProcess
 from engine.run.progress import compile_notice
 from engine.run.report import log_step, parameter_norms, profile_steps, show_progress
 from engine.run.setup import check_set_up, resume_from_checkpoint, split_on_device, write_config
+from engine.run.tensorboard import open_tensorboard
 from engine.evaluate import json_safe
 from engine.step import StepConfig, apply_gradients
 from models import ModelConfig, build_model, describe_model
@@ -68,6 +69,7 @@ class Job:
     samples: int = 0                # samples trained on in this process (all ranks' rows under MPI)
     train_seconds: float = 0.0      # time inside take_step in this process
     started: float = field(default_factory=time.perf_counter)
+    tensorboard: object = None      # --tensorboard's engine.run.tensorboard.TensorBoardWriter (rank 0)
 
     @property
     def metrics_path(self) -> Path:
@@ -78,11 +80,13 @@ class Job:
         return self.samples / max(self.train_seconds, 1e-9)
 
 
-def run(cfg: RunConfig, out: Path, resume: bool, clip_rule: ClipRule = COWCLIP, process=None) -> dict:
+def run(cfg: RunConfig, out: Path, resume: bool, clip_rule: ClipRule = COWCLIP, process=None,
+        tensorboard: str | None = None) -> dict:
     """Train and evaluate as cfg says, in run directory `out`. clip_rule: CowClip, or one of the
     scaling study's ablations (engine/cowclip.py). process: this process of the run (default: a
-    SingleProcess)."""
+    SingleProcess). tensorboard: a directory for TensorBoard event files of every record, or None."""
     job, position = prepare(cfg, out, resume, clip_rule, process or SingleProcess())
+    job.tensorboard = open_tensorboard(tensorboard, job.global_step if resume else None, job.process.is_root)
     last_eval, epoch = None, position["epoch"]
     if reached_max_steps(cfg, job.global_step):
         print(f"global step {job.global_step} is at or past --max-steps {cfg.max_steps}: no step taken")
@@ -109,6 +113,8 @@ def run(cfg: RunConfig, out: Path, resume: bool, clip_rule: ClipRule = COWCLIP, 
     final.update(job.process.summary(job.params, job.state))
     if job.process.is_root:
         (out / "final_metrics.json").write_text(json.dumps(json_safe(final), indent=2, allow_nan=False))
+    if job.tensorboard is not None:
+        job.tensorboard.close()
     return final
 
 

@@ -21,9 +21,12 @@ def _value(text: str):
 
 
 def parse(output: str) -> tuple[dict, dict]:
-    """-> (header values, {form: {"constants": {...}, "rows": {row: {label: value, "kind": ...}}}})."""
+    """-> (header values, {form: {"constants": {...}, "rows": {row: {label: value, "kind": ...}}}}).
+    The side-by-side section (from its '== the clip side by side' header on) is left to parse_side."""
     header, forms, form, row = {}, {}, None, None
     for line in output.splitlines():
+        if line.startswith("== the clip side by side"):
+            break
         if m := re.match(r"== form (\w+) ==", line):
             form, row = m.group(1), None
             forms[form] = {"constants": {}, "rows": {}}
@@ -39,11 +42,32 @@ def parse(output: str) -> tuple[dict, dict]:
     return header, forms
 
 
+def parse_side(output: str) -> dict:
+    """The side-by-side section -> {t: {"constants": {...}, "rows": {row: {label: value, "kind": ...}}}}."""
+    side, t, row = {}, None, None
+    lines = output.splitlines()
+    for line in lines[next(i for i, x in enumerate(lines) if x.startswith("== the clip side by side")):]:
+        if m := re.match(r"--- update t = (\d+)", line):
+            t, row = int(m.group(1)), None
+            side[t] = {"constants": {}, "rows": {}}
+        elif m := re.match(r"-- row (\d+) \(field \w+, id \d+\): (.+)", line):
+            row = int(m.group(1))
+            side[t]["rows"][row] = {"kind": m.group(2)}
+        elif t is not None and (m := re.match(r"(\w+) = (.+)", line)):
+            (side[t]["constants"] if row is None else side[t]["rows"][row])[m.group(1)] = _value(m.group(2))
+    return side
+
+
 @pytest.fixture(scope="module")
-def printed():
+def output():
     result = CliRunner().invoke(explain.main, [], catch_exceptions=False)
     assert result.exit_code == 0
-    return parse(result.output)
+    return result.output
+
+
+@pytest.fixture(scope="module")
+def printed(output):
+    return parse(output)
 
 
 def close(a, b):
@@ -107,3 +131,71 @@ def test_every_printed_number_follows_algorithm_1(printed, form):
 def test_help_does_not_run_the_step():
     result = CliRunner().invoke(explain.main, ["--help"])
     assert result.exit_code == 0 and "Algorithm 1" in result.output and "== form" not in result.output
+
+
+def test_the_loss_printed_is_the_models_loss_on_the_batch(printed):
+    model, params, batch = explain.tiny_setup()
+    labels = batch.label.astype(np.float64)
+    loss, _ = model.loss(params, batch, explain.get_backend("cpu"))
+    _, forms = printed
+    for form in ("reference", "paper"):
+        close(forms[form]["constants"]["loss"], loss)
+    assert 0 < loss < 5 and labels.min() == 0 and labels.max() == 1
+
+
+def _adam_step(m_prev, v_prev, g, lr_t, b1, b2, eps):
+    m = b1 * m_prev + (1 - b1) * g
+    v = b2 * v_prev + (1 - b2) * g * g
+    return -lr_t * m / (np.sqrt(v) + eps)
+
+
+def test_side_by_side_updates_follow_adam_with_and_without_the_clip(output, printed):
+    header, _ = printed
+    side = parse_side(output)
+    assert sorted(side) == [1, explain.LATER_STEP]
+    b1, b2, eps = header["beta1"], header["beta2"], header["epsilon"]
+    for t, section in side.items():
+        lr_t = header["lr_embed"] * math.sqrt(1 - b2 ** t) / (1 - b1 ** t)
+        close(section["constants"]["lr_t"], lr_t)
+        for row, p in section["rows"].items():
+            dw_clip = _adam_step(p["m_prev"], p["v_prev"], p["scale"] * p["g_in"], lr_t, b1, b2, eps)
+            dw_noclip = _adam_step(p["m_prev"], p["v_prev"], p["g_in"], lr_t, b1, b2, eps)
+            np.testing.assert_allclose(p["dw_clip"], dw_clip, rtol=1e-4, atol=1e-9)
+            np.testing.assert_allclose(p["dw_noclip"], dw_noclip, rtol=1e-4, atol=1e-9)
+            assert p["kind"] == ("clipped" if p["scale"] < 1 else "not clipped")
+            if p["scale"] == 1:   # a row the clip leaves alone moves identically in both runs
+                assert np.array_equal(p["dw_clip"], p["dw_noclip"]), (t, row)
+
+
+def test_the_clip_cancels_at_t_1_and_changes_the_step_later(output):
+    side = parse_side(output)
+    first = [p for p in side[1]["rows"].values() if p["kind"] == "clipped"]
+    later = [p for p in side[explain.LATER_STEP]["rows"].values() if p["kind"] == "clipped"]
+    assert first and later
+    for p in first:       # Adam's first step is about lr_embed * sign(g): the scale cancels
+        assert p["scale"] < 0.6 and abs(p["ratio_dw"] - 1) < 1e-3
+    # later, the clipped rows move differently from the unclipped run, beyond float32 rounding
+    assert max(abs(p["ratio_dw"] - 1) for p in later) > 0.01
+    for p in later:
+        assert np.max(np.abs(p["dw_clip"] - p["dw_noclip"])) > 1e-6
+
+
+def test_every_printed_quantity_names_its_line_of_algorithm_1(output):
+    lines = output.splitlines()
+    start = next(i for i, x in enumerate(lines) if x.startswith("== form"))
+    quantities = [x for x in lines[start:] if re.match(r"[\w|]+ = ", x)]
+    assert len(quantities) > 100
+    untagged = [x for x in quantities if not re.search(r"# (.*\bL(3|4|5|6|7|8|9|10)\b|Input)", x)]
+    assert untagged == []
+
+
+def test_the_readmes_abridged_walk_is_the_real_output(output):
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    start = readme.index("`python -m validate.audit.explain` (abridged")
+    block = readme[readme.index("```\n", start) + 4:]
+    block = block[:block.index("```")]
+    printed = set(output.splitlines())
+    shown = [line for line in block.splitlines() if line != "..."]
+    assert len(shown) > 10 and [line for line in shown if line not in printed] == []

@@ -110,7 +110,8 @@ def test_avazu_data_gives_the_avazu_table(resolved, avazu, bs, lr, l2, bound):
 
 @pytest.mark.parametrize("args,message", [
     (["--dataset", "avazu"], "--dataset avazu contradicts"),
-    (["--split", "highfreq"], "--split highfreq contradicts"),
+    (["--split", "highfreq"], "--split highfreq: the reference's train.py lists it, but its data_utils.py"),
+    (["--split", "seq"], "--split seq contradicts"),
     (["--opt", "sgd"], "--opt sgd: not implemented"),
     (["--early-stop", "2"], "--early-stop needs a 'valid' split"),
 ])
@@ -161,3 +162,13 @@ def test_builtin_data_announces_its_generation(resolved, synthetic, tmp_path, mo
     assert code == 0, output
     assert f"generating the built-in synthetic Criteo-shaped set once: 4,000,000 rows into {tmp_path / 'cache'}" \
         in output and "reused afterwards" in output
+
+
+def test_a_batch_below_the_base_says_the_rule_scales_down(resolved, criteo):
+    cfg, code, output = resolved("--data", criteo, "--bs", "32")
+    assert code == 0, output
+    assert cfg.hp["clip"] > 0 and cfg.hp["lr"] < 8e-4
+    line = next(x for x in output.splitlines() if x.startswith("differs from the reference"))
+    assert "CowClip below the base batch: --bs 32 < --base-bs 1024" in line and "DOWN" in line
+    cfg, code, output = resolved("--data", criteo, "--bs", "2048")
+    assert code == 0 and "below the base batch" not in output

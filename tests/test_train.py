@@ -143,3 +143,16 @@ def test_evaluate_scores_a_checkpoint(tiny_data, tmp_path):
     scored = json.loads(result.output.strip().splitlines()[-1])
     assert 0.0 <= scored["auc"] <= 1.0 and scored["global_step"] == 2
     assert np.load(predictions).shape == (scored["rows"],)
+
+
+def test_same_seed_twice_gives_bitwise_equal_parameters(tiny_data, tmp_path):
+    """Same machine, same seed, same thread count: bitwise the same model (another CPU's BLAS or SIMD
+    code may round differently, so across machines only the data is bitwise, not the training)."""
+    common = ["--model", "deepfm", "--data", tiny_data, "--dropout", "0.1", *TINY, "--max-steps", "6"]
+    for out, seed in (("a", "7"), ("b", "7"), ("other", "8")):
+        assert _invoke([*common, "--seed", seed, "--out", str(tmp_path / out)]).exit_code == 0
+    (pa, sa, _), (pb, sb, _), (po, _, _) = (load_checkpoint(tmp_path / d, np.asarray) for d in ("a", "b", "other"))
+    for name in pa:
+        assert np.array_equal(pa[name], pb[name]), name
+        assert np.array_equal(sa.m[name], sb.m[name]) and np.array_equal(sa.v[name], sb.v[name]), name
+    assert any(not np.array_equal(pa[name], po[name]) for name in pa)      # the seed is what fixes them

@@ -20,6 +20,7 @@ from engine.run.errors import TrainingError
 from engine.run.options import COUNT, NON_NEGATIVE, POSITIVE_INT, PROBABILITY_BELOW_ONE, SEED
 from engine.run.process import SingleProcess
 from engine.run.report import auc_text, number_text
+from engine.run.tensorboard import check_tensorboard
 from engine.scaling import CLI_RULES
 
 def _both(name: str, *more, **kwargs):
@@ -53,8 +54,9 @@ def _both(name: str, *more, **kwargs):
 @_both("dropout", default=0.0, show_default=True, type=PROBABILITY_BELOW_ONE)
 @_both("seed", default=1235, show_default=True, type=SEED)
 @_both("split", default=None,
-       help="rand | seq | highfreq | x4: must match the split recorded in the data's meta.json (preprocessing "
-            "makes the split; default: the recorded one)")
+       help="rand | seq | x4: must match the split recorded in the data's meta.json (preprocessing "
+            "makes the split; default: the recorded one). The reference's highfreq is not offered: its "
+            "data_utils.py never makes it")
 @_both("device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
 @_both("scale_rule", default="auto", show_default=True, type=click.Choice(list(CLI_RULES)),
        help="auto: the reference train.py's defaults when --bs equals --base-bs, else cowclip; "
@@ -77,6 +79,9 @@ def _both(name: str, *more, **kwargs):
 @_both("log", is_flag=True,
        help="as the reference's --log: per-parameter norms of weights, gradients and Adam m, v in "
             "metrics.jsonl at each logged step")
+@_both("tensorboard", default=None, type=click.Path(file_okay=False),
+       help="also write every metrics.jsonl record (step metrics, evaluations, --log norms, --audit histograms) "
+            "as TensorBoard event files into this directory (needs tensorboardX: pip install -e \".[tensorboard]\")")
 @_both("eager", is_flag=True,
        help="accepted for the reference's command lines (Keras run_eagerly); this engine always runs eagerly, "
             "so it changes nothing")
@@ -91,7 +96,7 @@ def _both(name: str, *more, **kwargs):
 @_both("max_steps", default=0, type=COUNT, help="stop after N steps (0: run all epochs)")
 @_both("dist", default="none", show_default=True, type=click.Choice(["none", "mpi"]),
        help="mpi: data-parallel over the ranks of `mpiexec -n N` (engine/dist; pip install -e '.[mpi]')")
-@_both("shard_tables", is_flag=True, help="with --dist mpi: rank r holds the table rows with row %% N == r")
+@_both("shard_tables", is_flag=True, help="with --dist mpi: rank r holds the table rows with row % N == r")
 @_both("check_replicas_every", default=50, show_default=True, type=COUNT,
        help="with --dist mpi: compare the replicas' digests every K steps (0: never)")
 @click.pass_context
@@ -99,9 +104,11 @@ def main(ctx, **opts):
     """Train a CTR model with CowClip and evaluate it on the test split."""
     from engine.train import run
 
-    overwrite = opts.pop("overwrite")
+    overwrite, tensorboard = opts.pop("overwrite"), opts.pop("tensorboard")
     process = SingleProcess()
     try:
+        if tensorboard is not None:
+            check_tensorboard(tensorboard)   # before the run directory is claimed
         process = connect(opts)
         root = process.is_root   # under MPI rank 0 alone claims, locks and writes the run directory
         opts = apply_config_file(ctx, opts)
@@ -118,7 +125,7 @@ def main(ctx, **opts):
             if opts["resume"]:
                 refuse_finished_run(out, cfg, root)
             process.barrier()   # the other ranks read the run directory once rank 0 has recovered it
-            final = run(cfg, out, opts["resume"], process=process)
+            final = run(cfg, out, opts["resume"], process=process, tensorboard=tensorboard)
     except (ValueError, FileNotFoundError, KeyError, RuntimeError, OSError, MemoryError, TrainingError) as error:
         message = one_line_reason(error)
         process.abort(message)   # under MPI the other ranks may wait in a collective: stop them all

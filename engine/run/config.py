@@ -138,6 +138,12 @@ def recorded_split(meta: dict) -> str:
 def split_of(flag: str | None, meta: dict, data: str) -> str:
     """--split must name the split the data was made with (preprocessing makes it, training cannot)."""
     recorded = recorded_split(meta)
+    if flag == "highfreq":
+        raise ValueError("--split highfreq: the reference's train.py lists it, but its data_utils.py makes only "
+                         "rand and seq, so no dataset has it; use --split rand or seq")
+    if recorded == "none":
+        raise ValueError(f"{Path(data) / 'meta.json'}: made with --split none (every row in one split 'all', to "
+                         f"score with engine.evaluate --split all); training needs a dataset with train and test")
     if flag is not None and flag != recorded:
         raise ValueError(f"--split {flag} contradicts {Path(data) / 'meta.json'}, which records split {recorded!r}; "
                          f"preprocess the raw file with --split {flag} into another directory to train on it")
@@ -180,6 +186,10 @@ def differences_line(cfg: RunConfig, opts: dict) -> str:
         diffs.append(f"embed_optim {cfg.embed_optim} (reference: dense, Adam on every row)")
     if cfg.clip_form != "reference" and cfg.hp["clip"] > 0:
         diffs.append(f"clip_form {cfg.clip_form} (reference: its clip.py form)")
+    if cfg.bs < cfg.base_bs and cfg.scale_rule in ("auto", "cowclip"):
+        diffs.append(f"CowClip below the base batch: --bs {cfg.bs} < --base-bs {cfg.base_bs}, so the rule scales "
+                     f"lr by sqrt({cfg.bs}/{cfg.base_bs}) and l2 by {cfg.bs}/{cfg.base_bs} DOWN (give --scale-rule "
+                     f"none for the base's values unscaled, or --bs {cfg.base_bs} for the reference's defaults)")
     if not diffs:
         return "reference: every value equals what the reference train.py uses for this command line"
     return "differs from the reference train.py for this command line: " + ", ".join(diffs)

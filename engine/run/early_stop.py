@@ -22,10 +22,16 @@ class EarlyStopping:
     best_valid_auc: float = float("-inf")
     best_step: int = -1
     since_best: int = 0              # evaluations since the best one
+    last_step: int = -1              # global step of the last evaluation counted
 
     def observe(self, valid_auc: float, step: int) -> bool:
-        """Record one evaluation. -> True when it is a new best (strictly higher valid AUC)."""
-        if valid_auc > self.best_valid_auc:
+        """Record one evaluation. -> True when it is a new best (strictly higher valid AUC). A second
+        evaluation at the same global step (an epoch's end that is also an --eval-every step) is the
+        same parameters again: it counts once toward patience."""
+        if step == self.last_step:
+            return False
+        self.last_step = step
+        if valid_auc is not None and valid_auc > self.best_valid_auc:
             self.best_valid_auc, self.best_step, self.since_best = valid_auc, step, 0
             return True
         self.since_best += 1

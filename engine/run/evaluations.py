@@ -5,7 +5,7 @@ import time
 from engine.evaluate import evaluate
 from engine.run.checkpoint import load_checkpoint, save_checkpoint
 from engine.run.early_stop import best_dir
-from engine.run.report import append_record, metrics_text
+from engine.run.report import metrics_text, write_record
 
 
 def evaluate_now(job, epoch: int) -> dict:
@@ -21,14 +21,24 @@ def evaluate_now(job, epoch: int) -> dict:
     if job.early is not None:
         observe_valid(job, epoch, record)
     if job.process.is_root:
-        append_record(job.metrics_path, record)
+        write_record(job, record)
     beside = f"  (Bayes-optimal AUC {bayes['test_auc']:.4f}, logloss {bayes['test_logloss']:.4f})" if bayes else ""
-    print(f"[eval] epoch {epoch + 1} step {job.global_step}: {metrics_text(result)}{beside}; "
+    print(f"[eval] epoch {epoch + 1} step {job.global_step}: {early_stop_text(job, record)}"
+          f"{metrics_text(result)}{beside}; "
           f"{record['samples_per_s']:,.0f} samples/s, {record['elapsed']:.0f}s elapsed", flush=True)
     if job.stopped:
         print(f"[early stop] {job.cfg.early_stop} evaluations without a better valid AUC; the best was "
               f"{job.early.best_valid_auc:.5f} at step {job.early.best_step}", flush=True)
     return record
+
+
+def early_stop_text(job, record: dict) -> str:
+    """--early-stop: the valid AUC it decides on, the best so far and the patience used, before the test metrics."""
+    if job.early is None:
+        return ""
+    valid = record.get("valid_auc")
+    return (f"valid AUC {'undefined' if valid is None else f'{valid:.5f}'} (best {job.early.best_valid_auc:.5f} "
+            f"at step {job.early.best_step}, {job.early.since_best} of {job.early.patience} without a better one); ")
 
 
 def observe_valid(job, epoch: int, record: dict) -> None:
@@ -50,7 +60,7 @@ def best_test_metrics(job) -> dict:
     record = {"type": "best", "step": info["global_step"], "valid_auc": job.early.best_valid_auc, **result}
     if job.bayes:
         record["bayes_auc"], record["bayes_logloss"] = job.bayes.get("test_auc"), job.bayes.get("test_logloss")
-    append_record(job.metrics_path, record)
+    write_record(job, record)
     print(f"[best] step {record['step']} (valid AUC {record['valid_auc']:.5f}): {metrics_text(result)}; "
           f"checkpoint {job.out / 'best'}", flush=True)
     return record

@@ -24,6 +24,13 @@ def append_record(path: Path, record: dict) -> None:
         f.write(json.dumps(json_safe(record), allow_nan=False) + "\n")
 
 
+def write_record(job, record: dict) -> None:
+    """One record of the run: a metrics.jsonl line, and TensorBoard events under --tensorboard."""
+    append_record(job.metrics_path, record)
+    if job.tensorboard is not None:
+        job.tensorboard.write(json_safe(record))
+
+
 def log_step(job, epoch: int, loss: float, running: list, info: dict) -> None:
     if not job.process.is_root:
         return
@@ -32,7 +39,7 @@ def log_step(job, epoch: int, loss: float, running: list, info: dict) -> None:
               "lr_embed": job.step_config.lr_embed, "samples_per_s": job.samples_per_s,
               "elapsed": time.perf_counter() - job.started}
     record.update({k: v for k, v in info.items() if k.startswith(("audit.", "norm."))})
-    append_record(job.metrics_path, record)
+    write_record(job, record)
 
 
 def total_steps(job) -> int:
