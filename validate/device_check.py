@@ -376,7 +376,8 @@ def print_table(rows: list) -> int:
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--tiny", is_flag=True, help="tiny sizes (for the CUDA simulator)")
-@click.option("--steps", default=5, show_default=True, help="timed steps of part 3 (median)")
+@click.option("--steps", default=5, show_default=True, type=click.IntRange(min=1),
+              help="timed steps of part 3 (median)")
 def main(tiny: bool, steps: int) -> None:
     """Check the CUDA path against the CPU path (kernels, a step of every model), its bitwise
     reproducibility (same seed twice; stopped and resumed), and time DeepFM against a PyTorch twin

@@ -7,13 +7,12 @@ resolved in engine/run/config.py); any of them given on the command line wins. T
 train.py's flags are accepted as it spells them (--lr_embed, --init_stddev, ...) and with dashes.
 """
 import contextlib
-import json
 from pathlib import Path
 
 import click
 from click.core import ParameterSource
 
-from engine.run.checkpoint import recover_checkpoint
+from engine.run.checkpoint import read_state, recover_checkpoint
 from engine.run.config import LOG_EVERY, REFERENCE_EPOCHS, SYNTHETIC_EPOCHS, RunConfig, options_from_config, resolve
 from engine.run.directory import claim_run_dir, clear_run_files, locked
 from engine.run.errors import TrainingError
@@ -160,7 +159,7 @@ def refuse_finished_run(out: Path, cfg: RunConfig, root: bool = True) -> None:
         print(f"{out}: {recovered}")
     state = out / "checkpoint" / "state.json"
     if state.is_file():
-        position = json.loads(state.read_text())
+        position = read_state(state.parent)
         if position.get("epoch", 0) >= cfg.epochs:
             raise TrainingError(f"{out}: the run already finished (all {cfg.epochs} epochs, global step "
                                 f"{position.get('global_step')}); its results are in {out / 'final_metrics.json'}. "

@@ -49,8 +49,10 @@ from pathlib import Path
 
 import click
 
+from engine.run.errors import refused_in_one_line
+from engine.run.options import COUNT, NON_NEGATIVE, POSITIVE, POSITIVE_INT, SEED, CommaList
+from engine.scaling import DATASET_BASES, format_hyperparameters, scale_hyperparameters
 from engine.scaling import RULES as SCALE_RULES
-from engine.scaling import format_hyperparameters, scale_hyperparameters
 from validate.study.ablations import ABLATIONS, CLIP_RULES, ClipTally, clip_rule
 
 # CowClip's hyperparameter rule (lr * sqrt(s), l2 * s, 1 warm-up epoch) with the clip off
@@ -202,17 +204,37 @@ def append_result(path: Path, record: dict) -> None:
         os.fsync(f.fileno())
 
 
+# what a result line must hold, for the grid and its report to read it
+RESULT_TYPES = {"key": str, "rule": str, "bs": int, "seed": int, "model": str, "embed_optim": str,
+                "init_stddev": (int, float), "base_bs": int}
+
+
 def read_results(path: Path) -> dict:
-    """key -> result line of results.jsonl (a torn last line, from a kill mid-write, is ignored)."""
+    """key -> result line of results.jsonl (a torn last line, from a kill mid-write, is ignored). A line
+    that parses but is not a result line is refused, naming the file, the line and the field."""
     results = {}
     if path.exists():
-        for line in path.read_text().splitlines():
+        for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
             try:
                 record = json.loads(line)
             except json.JSONDecodeError:
                 continue
+            problem = result_line_problem(record)
+            if problem:
+                raise click.ClickException(f"{path}, line {number}: {problem}; not a line validate.study.scaling "
+                                           f"wrote: fix or remove it")
             results[record["key"]] = record
     return results
+
+
+def result_line_problem(record) -> str | None:
+    if not isinstance(record, dict):
+        return f"a JSON {type(record).__name__}, not an object"
+    for field, kind in RESULT_TYPES.items():
+        value = record.get(field)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            return f"{field} is {json.dumps(value)[:30]}" + ("" if field in record else " (missing)")
+    return None
 
 
 def grid_difference(a: dict, b: dict) -> list:
@@ -774,39 +796,55 @@ def fit_budget(grid: dict, dataset: str, seed: int, meta: dict, budget_s: float 
     grid["epochs"], grid["train_fraction"] = plan.epochs, plan.fraction
 
 
-def _list(text: str | None, cast):
-    return None if text is None else tuple(cast(x) for x in text.split(",") if x.strip())
-
-
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--preset", default="quick", show_default=True, type=click.Choice(list(PRESETS)))
-@click.option("--out", default=None, help="output directory (default runs/scaling-<preset>)")
+@click.option("--out", default=None, type=click.Path(file_okay=False),
+              help="output directory (default runs/scaling-<preset>)")
 @click.option("--model", default="deepfm", show_default=True)
-@click.option("--data", default=None, help="dataset directory; default: a synthetic set of the preset's size")
-@click.option("--dataset", default=None, help="criteo_kaggle | avazu | synthetic: the base hyperparameters")
-@click.option("--rows", default=None, type=int, help="synthetic rows (default: the preset's)")
-@click.option("--max-vocab", default=None, type=int, help="synthetic largest field vocabulary (default: the preset's)")
+@click.option("--data", default=None, type=click.Path(exists=True, file_okay=False),
+              help="dataset directory; default: a synthetic set of the preset's size")
+@click.option("--dataset", default=None, type=click.Choice(sorted(DATASET_BASES), case_sensitive=False),
+              help="the base hyperparameters (default: synthetic for the generated set, else criteo_kaggle)")
+@click.option("--rows", default=None, type=POSITIVE_INT, help="synthetic rows (default: the preset's)")
+@click.option("--max-vocab", default=None, type=POSITIVE_INT,
+              help="synthetic largest field vocabulary (default: the preset's)")
 @click.option("--cache", default=None, help="where synthetic sets are generated (default $COWCLIP_CACHE or "
                                              "~/.cache/cowclip-engine)")
-@click.option("--batch-sizes", default=None, help="comma-separated, e.g. 1024,4096 (default: the preset's)")
-@click.option("--base-bs", default=None, type=int, help="the batch the rules scale from (default: the preset's)")
-@click.option("--rules", default=None, help=f"comma-separated subset of {','.join(ALL_RULES)} (with "
+@click.option("--batch-sizes", default=None, type=CommaList(POSITIVE_INT),
+              help="comma-separated, e.g. 1024,4096 (default: the preset's)")
+@click.option("--base-bs", default=None, type=POSITIVE_INT, help="the batch the rules scale from (default: the preset's)")
+@click.option("--rules", default=None, type=CommaList(click.STRING, ALL_RULES), help=f"comma-separated subset of {','.join(ALL_RULES)} (with "
                                             f"--embed-optim/--init-stddev: one sub-grid, one seed, in place of "
                                             f"the preset's)")
-@click.option("--embed-optim", default=None, help="comma-separated subset of dense,lazy")
-@click.option("--init-stddev", default=None, help="comma-separated embedding init stddevs, e.g. 1e-2,1e-4")
-@click.option("--epochs", default=None, type=int, help="epochs of every run (default: the preset's; for "
+@click.option("--embed-optim", default=None, type=CommaList(click.STRING, ("dense", "lazy")),
+              help="comma-separated subset of dense,lazy")
+@click.option("--init-stddev", default=None, type=CommaList(NON_NEGATIVE),
+              help="comma-separated embedding init stddevs, e.g. 1e-2,1e-4")
+@click.option("--epochs", default=None, type=POSITIVE_INT, help="epochs of every run (default: the preset's; for "
                                                           "--preset gpu, what --budget-s allows)")
-@click.option("--budget-s", default=None, type=float, help="--preset gpu: H200 seconds the grid may take "
+@click.option("--budget-s", default=None, type=POSITIVE, help="--preset gpu: H200 seconds the grid may take "
                                                            "(default 480; validate/study/budget.py)")
-@click.option("--seed", default=1235, show_default=True, type=int)
+@click.option("--seed", default=1235, show_default=True, type=SEED)
 @click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
-@click.option("--max-runs", default=0, type=int, help="stop after training this many new runs (0: all)")
+@click.option("--max-runs", default=0, type=COUNT, help="stop after training this many new runs (0: all)")
 @click.option("--keep-checkpoints", is_flag=True, help="keep each finished run's checkpoint")
 @click.option("--report-only", is_flag=True, help="only rebuild table.md and scaling.png from results.jsonl")
 def main(preset, out, model, data, dataset, rows, max_vocab, cache, batch_sizes, base_bs, rules, embed_optim,
          init_stddev, epochs, budget_s, seed, device, max_runs, keep_checkpoints, report_only):
     """Train a grid of scaling rules x batch sizes and report them side by side."""
+    from dataio.errors import PreprocessError
+
+    try:   # a damaged dataset or results file, data too small for the preset: one line, not a traceback
+        with refused_in_one_line():
+            study(preset, out, model, data, dataset, rows, max_vocab, cache, batch_sizes, base_bs, rules, embed_optim,
+                  init_stddev, epochs, budget_s, seed, device, max_runs, keep_checkpoints, report_only)
+    except PreprocessError as error:
+        raise click.ClickException(str(error)) from None
+
+
+def study(preset, out, model, data, dataset, rows, max_vocab, cache, batch_sizes, base_bs, rules, embed_optim,
+          init_stddev, epochs, budget_s, seed, device, max_runs, keep_checkpoints, report_only):
+    """The work of main, its options checked by click."""
     from dataio.meta import load_meta
     from models import canonical_model_name
 
@@ -815,13 +853,12 @@ def main(preset, out, model, data, dataset, rows, max_vocab, cache, batch_sizes,
         write_report(out, click.echo)
         return
     grid = dict(PRESETS[preset])
-    overrides = {"batch_sizes": _list(batch_sizes, int), "epochs": epochs, "base_bs": base_bs, "rows": rows,
+    overrides = {"batch_sizes": batch_sizes, "epochs": epochs, "base_bs": base_bs, "rows": rows,
                  "max_vocab": max_vocab}
     grid.update({k: v for k, v in overrides.items() if v is not None})
     if max_vocab is not None:   # an explicit largest vocabulary asks for the log-spaced shape
         grid["vocab"] = "geomspace"
-    sub = {"rules": _list(rules, str), "embed_optims": _list(embed_optim, str),
-           "init_stddevs": _list(init_stddev, float)}
+    sub = {"rules": rules, "embed_optims": embed_optim, "init_stddevs": init_stddev}
     if any(v is not None for v in sub.values()):  # one sub-grid; what is not given comes from the first
         grid["grids"] = [{k: v if v is not None else grid["grids"][0][k] for k, v in sub.items()}]
     for g in grid["grids"]:
