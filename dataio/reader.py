@@ -41,6 +41,13 @@ from dataio.shards import read_shard
 
 _ARRAYS = ("sparse", "dense", "label")
 _BYTES_PER_ID = 4
+IN_MEMORY_BYTES = 4 << 30     # a split up to this size is shuffled in memory, a larger one streamed
+WINDOW_SHARDS = 4             # shards a streamed split shuffles together
+
+
+def split_bytes_in_memory(num_rows: int, num_fields: int, num_dense: int) -> int:
+    """Bytes of a split's rows held in memory: int32 ids, float32 features and label."""
+    return num_rows * _BYTES_PER_ID * (num_fields + num_dense + 1)
 
 
 def read_split(data_dir: str | os.PathLike, split: str) -> dict[str, np.ndarray]:
@@ -69,7 +76,8 @@ class BatchReader:
 
     def __init__(self, data_dir: str | os.PathLike, split: str, batch_size: int, *, shuffle: bool = True,
                  seed: int = 0, drop_last: bool = False, prefetch: int = 2,
-                 to_device: Callable | None = None, in_memory_bytes: int = 4 << 30, window_shards: int = 4):
+                 to_device: Callable | None = None, in_memory_bytes: int = IN_MEMORY_BYTES,
+                 window_shards: int = WINDOW_SHARDS):
         self.data_dir = Path(data_dir)
         self.meta = load_meta(self.data_dir)
         if split not in self.meta["splits"]:
@@ -89,8 +97,7 @@ class BatchReader:
             raise ValueError(f"{self.data_dir / 'meta.json'}: split {split!r} should have "
                              f"{self.meta['splits'][split]['rows']} rows, shards hold {self.num_rows}; "
                              f"re-run preprocessing")
-        row_bytes = _BYTES_PER_ID * (len(self.vocab_sizes) + self.num_dense + 1)
-        self.in_memory = self.num_rows * row_bytes <= in_memory_bytes
+        self.in_memory = split_bytes_in_memory(self.num_rows, len(self.vocab_sizes), self.num_dense) <= in_memory_bytes
         self._arrays: dict[str, np.ndarray] | None = None
 
     @staticmethod

@@ -31,18 +31,18 @@ def merge_row_grads(parts: list, num_rows: int, kernels) -> RowGrad:
 def accumulated_loss_and_grads(model, params, batch, num_micro: int, kernels, rng=None):
     """-> (mean loss over the batch, grads of the mean loss), one micro-batch at a time."""
     total = batch.label.shape[0]
-    loss_sum, dense, tables = 0.0, {}, {}
+    loss_sum, grads_sum, table_parts = 0.0, {}, {}
     for micro in micro_batches(batch, num_micro):
         weight = micro.label.shape[0] / total
         loss, grads = model.loss(params, micro, kernels, training=True, rng=rng)
         loss_sum += weight * loss
         for name, g in grads.items():
-            if isinstance(g, RowGrad):
-                tables.setdefault(name, []).append(RowGrad(g.ids, g.rows * weight, g.counts))
-            elif name in dense:
-                dense[name] += weight * g
+            if isinstance(g, RowGrad):      # a table: its micro-batches' rows are merged by id below
+                table_parts.setdefault(name, []).append(RowGrad(g.ids, g.rows * weight, g.counts))
+            elif name in grads_sum:
+                grads_sum[name] += weight * g
             else:
-                dense[name] = weight * g
-    for name, parts in tables.items():
-        dense[name] = merge_row_grads(parts, model.schema.total_rows, kernels)
-    return loss_sum, dense
+                grads_sum[name] = weight * g
+    for name, parts in table_parts.items():
+        grads_sum[name] = merge_row_grads(parts, model.schema.total_rows, kernels)
+    return loss_sum, grads_sum

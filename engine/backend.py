@@ -16,7 +16,7 @@ F fields, I/H layer widths.
     cowclip_rows(row_grads [U, K], table [V, K], ids [U], counts [U], ratio, floor) -> scales [U]
     adam_rows(table, m, v, ids, row_grads, lr_t, beta1, beta2, eps)
     adam_table(table, m, v, ids, row_grads, l2, clip_absent, absent_ratio, absent_floor, lr_t, beta1, beta2, eps)
-    adam_dense_weights(params, grads, state, names, l2s, lr_t, adam)  every non-table weight, L2 + Adam
+    adam_weights(params, grads, state, names, l2s, lr_t, adam)  the weights (every non-table parameter): L2 + Adam
     fm_forward(emb [B, F, K])                  -> out [B], cache          (engine/layers/fm.py)
     fm_backward(dout [B], cache, add)          -> demb [B, F, K]
     bias_relu(y [B, H], b [H])                 -> y <- max(y + b, 0)      (engine/kernels/dense.py)
@@ -30,8 +30,8 @@ from typing import Callable
 
 import numpy as np
 
-from engine.kernels import adam, cowclip, dense, dense_adam, fm, scatter_add
-from engine.layers.fm import fm_backward_plain, fm_forward_plain
+from engine.kernels import adam, cowclip, dense, fm, scatter_add, weights_adam
+from engine.layers.fm import fm_backward_numpy, fm_forward_numpy
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class Backend:
     cowclip_rows: Callable
     adam_rows: Callable
     adam_table: Callable
-    adam_dense_weights: Callable
+    adam_weights: Callable
     fm_forward: Callable
     fm_backward: Callable
     bias_relu: Callable
@@ -57,66 +57,52 @@ class Backend:
         return self.xp.asarray(array, dtype=dtype)
 
 
-def _cowclip_rows_reference(row_grads, table, ids, counts, ratio, floor):
-    clipped, scales = cowclip.cowclip_rows_reference(row_grads, table, ids, counts, ratio, floor)
-    row_grads[...] = clipped
-    return scales
-
-
-def _in_place_with_scales(kernel, xp):
-    def cowclip_rows(row_grads, table, ids, counts, ratio, floor):
-        scales = xp.empty(row_grads.shape[0], dtype=xp.float64)
-        kernel(row_grads, table, ids, counts, float(ratio), float(floor), scales)
-        return scales
-
-    return cowclip_rows
-
-
-# the plain (NumPy/CuPy) forms of the entries beyond the sparse kernels
-PLAIN_DENSE_KERNELS = dict(
-    adam_dense_weights=dense_adam.adam_dense_weights_reference,
-    fm_forward=fm_forward_plain,
-    fm_backward=fm_backward_plain,
-    bias_relu=dense.bias_relu_reference,
-    relu_mask_bias_grad=dense.relu_mask_bias_grad_reference,
-    dense_input_grad=dense.dense_input_grad_reference,
+# the NumPy forms (any array module: CuPy on the cuda backend) of the entries beyond the table kernels,
+# which the cpu and cuda backends start from
+NUMPY_KERNELS = dict(
+    adam_weights=weights_adam.adam_weights_numpy,
+    fm_forward=fm_forward_numpy,
+    fm_backward=fm_backward_numpy,
+    bias_relu=dense.bias_relu_numpy,
+    relu_mask_bias_grad=dense.relu_mask_bias_grad_numpy,
+    dense_input_grad=dense.dense_input_grad_numpy,
 )
 
 
 def _numpy_backend() -> Backend:
-    return Backend("numpy", np, scatter_add.index_ids_reference,
-                   scatter_add.scatter_add_rows_reference, _cowclip_rows_reference,
-                   adam.adam_rows_reference, adam.adam_table_reference, **PLAIN_DENSE_KERNELS)
+    return Backend("numpy", np, scatter_add.index_ids_numpy,
+                   scatter_add.scatter_add_rows_numpy, cowclip.cowclip_rows_numpy,
+                   adam.adam_rows_numpy, adam.adam_table_numpy, **NUMPY_KERNELS)
 
 
 def _cpu_backend() -> Backend:
     return Backend("cpu", np, scatter_add.IdIndexer(), scatter_add.scatter_add_rows_cpu,
-                   _in_place_with_scales(cowclip.cowclip_rows_cpu, np),
+                   cowclip.cowclip_rows_cpu,
                    adam.adam_rows_cpu, adam.TableAdam(),
-                   **{**PLAIN_DENSE_KERNELS,          # the dense-weight Adam stays the plain loop
-                      "fm_forward": fm.fm_forward_fused_cpu,
-                      "fm_backward": fm.fm_backward_fused_cpu,
-                      "bias_relu": dense.bias_relu_fused_cpu,
-                      "relu_mask_bias_grad": dense.relu_backward_bias_grad_cpu,
+                   **{**NUMPY_KERNELS,          # the weights' Adam stays the NumPy loop
+                      "fm_forward": fm.fm_forward_cpu,
+                      "fm_backward": fm.fm_backward_cpu,
+                      "bias_relu": dense.bias_relu_cpu,
+                      "relu_mask_bias_grad": dense.relu_mask_bias_grad_cpu,
                       "dense_input_grad": dense.dense_input_grad_cpu})
 
 
 def _cuda_backend() -> Backend:
     if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
         xp = np  # the simulator runs the CUDA kernels on host arrays
-        index_ids = scatter_add.index_ids_reference
+        index_ids = scatter_add.index_ids_numpy
     else:
         import cupy as xp
 
         index_ids = scatter_add.index_ids_cuda
     return Backend("cuda", xp, index_ids, scatter_add.scatter_add_rows_cuda,
-                   _in_place_with_scales(cowclip.cowclip_rows_cuda, xp),
+                   cowclip.cowclip_rows_cuda,
                    adam.adam_rows_cuda, adam.TableAdamCuda(),
-                   **{**PLAIN_DENSE_KERNELS,          # dx = dy W^T stays a cuBLAS GEMM
-                      "adam_dense_weights": dense_adam.DenseWeightsAdam(),
-                      "fm_forward": fm.fm_forward_fused_cuda,
-                      "fm_backward": fm.fm_backward_fused_cuda,
-                      "bias_relu": dense.bias_relu_fused_cuda,
+                   **{**NUMPY_KERNELS,          # dx = dy W^T stays a cuBLAS GEMM
+                      "adam_weights": weights_adam.WeightsAdamCuda(),
+                      "fm_forward": fm.fm_forward_cuda,
+                      "fm_backward": fm.fm_backward_cuda,
+                      "bias_relu": dense.bias_relu_cuda,
                       "relu_mask_bias_grad": dense.relu_mask_bias_grad_cuda})
 
 

@@ -13,16 +13,18 @@ embedding row and cnt_k its number of occurrences in the batch:
 then the L2 term and Adam update w_k (engine/step.py calls the pieces below in that order).
 
     1. the constants        clip_constants: (r, bound) of either form -> (ratio, floor)
-    2. the per-row rule     clip_scale: min(1, cnt * max(ratio ||w||, floor) / ||g||)
+    2. the per-row rule     clip_scale: min(1, cnt * max(ratio ||w||, floor) / ||g||), and
+                            clip_scales, the same on arrays
     3. the absent rows      absent_row_scale: the reference form's clip of rows the batch lacks
     4. the L2 placement     l2_before_clip, clips_absent_rows
     5. the rule             ClipRule: CowClip and the authors' ablations as values of one type;
                             clip_rows applies it to a table's RowGrad
     6. the audit            clip_audit: how often and how hard the clip bound
 
-Which kernel computes what (all of them call the scalar helpers of 2 and 3, or vectorise them):
-    clip_scale         engine/kernels/cowclip.py  cowclip_rows_{reference,cpu,cuda} (backend.cowclip_rows)
-    absent_row_scale   engine/kernels/adam.py     adam_table_{reference,cpu,cuda} (backend.adam_table):
+Which kernel computes what (all of them call the helpers of 2 and 3):
+    clip_scale         engine/kernels/cowclip.py  cowclip_rows_{cpu,cuda} (backend.cowclip_rows)
+    clip_scales        engine/kernels/cowclip.py  cowclip_rows_numpy; group_clip below
+    absent_row_scale   engine/kernels/adam.py     adam_table_{numpy,cpu,cuda} (backend.adam_table):
                        the dense-table Adam FUSES the absent-row clip into its pass over all V rows,
                        calling absent_row_scale per row, so no [V, K] gradient is ever made.
     group_clip         here, in NumPy/CuPy: the field and global ablations (not on a hot path).
@@ -35,6 +37,7 @@ from typing import Any
 import numba
 import numpy as np
 
+from dataio.arrays import array_module_of
 from engine.layers.embedding import RowGrad
 
 # --------------------------------------------------------------------------------------------
@@ -75,6 +78,14 @@ def clip_scale(grad_norm, weight_norm, count, ratio, floor):
     if grad_norm > threshold:
         return threshold / grad_norm
     return 1.0
+
+
+def clip_scales(grad_norm, weight_norm, counts, ratio: float, floor: float):
+    """clip_scale of every row at once: grad_norm, weight_norm [U] float64, counts [U] (or 1) -> scales [U]."""
+    xp = array_module_of(grad_norm)
+    threshold = counts * xp.maximum(ratio * weight_norm, floor)                  # (U,)
+    binds = grad_norm > threshold
+    return xp.where(binds, threshold / xp.where(binds, grad_norm, 1.0), 1.0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -134,7 +145,7 @@ class ClipRule:
     """Which clip the step applies to the embedding table (engine.step.StepConfig.rule).
 
     tally: an optional observer with add(counts [U], scales [U], to_host), called after each clip
-    (validate/ablations.ClipTally); it records, it does not change the rule's math."""
+    (validate/study/ablations.ClipTally); it records, it does not change the rule's math."""
     unit: str = "row"            # the unit one threshold scales: "row" (Algorithm 1), "field", "global"
     count_factor: bool = True    # cnt_k in the threshold (Algorithm 1); False: cnt_k := 1
     weight_term: bool = True     # r * ||w|| in the threshold (Algorithm 1); False: zeta alone
@@ -153,7 +164,7 @@ class ClipRule:
 
 
 COWCLIP = ClipRule()
-RULES = {
+CLIP_RULES = {
     "cowclip": COWCLIP,
     "cowclip_nocnt": ClipRule(count_factor=False),
     "cowclip_global": ClipRule(unit="global", count_factor=False),
@@ -162,32 +173,24 @@ RULES = {
 }
 
 
-def cowclip(grad: RowGrad, table, kernels, ratio: float, floor: float):
-    """Algorithm 1 on a table's RowGrad: clip grad.rows [U, K] in place; -> scales [U]."""
-    return kernels.cowclip_rows(grad.rows, table, grad.ids, grad.counts, ratio, floor)
-
-
 def group_clip(row_grads, table, ids, groups, num_groups: int, ratio: float, floor: float, xp=np):
     """Clip row_grads [U, K] in place, group by group; -> scales [U] float64.
 
-    groups [U] in [0, G): the group of each row. For group j:
-        threshold_j = max(ratio * ||W[ids of j]||, floor),  scale_j = min(1, threshold_j / ||g of j||)
+    groups [U] in [0, G): the group of each row. Group j is one row of clip_scales with cnt 1:
+        scale_j = min(1, max(ratio * ||W[ids of j]||, floor) / ||g of j||)
     (a zero gradient keeps scale 1). Norms in float64."""
     grad_sq = (row_grads.astype(xp.float64) ** 2).sum(axis=1)                   # (U,)
     weight_sq = (table[ids].astype(xp.float64) ** 2).sum(axis=1)                # (U,)
     group_grad_norm = xp.sqrt(xp.bincount(groups, weights=grad_sq, minlength=num_groups))      # (G,)
     group_weight_norm = xp.sqrt(xp.bincount(groups, weights=weight_sq, minlength=num_groups))  # (G,)
-    threshold = xp.maximum(ratio * group_weight_norm, floor)                    # (G,)
-    binds = group_grad_norm > threshold
-    group_scale = xp.where(binds, threshold / xp.where(binds, group_grad_norm, 1.0), 1.0)       # (G,)
-    scales = group_scale[groups]                                                # (U,)
+    scales = clip_scales(group_grad_norm, group_weight_norm, 1, ratio, floor)[groups]          # (U,)
     row_grads *= scales[:, None].astype(row_grads.dtype)
     return scales
 
 
 def clip_rows(rule: ClipRule, grad: RowGrad, table, offsets, kernels, ratio: float, floor: float):
     """Apply `rule` to a table's RowGrad in place; -> scales [U]. offsets [F]: first row of each field.
-    ratio, floor: rule.constants(...)."""
+    ratio, floor: rule.constants(...). Algorithm 1 itself is clip_rows(COWCLIP, ...)."""
     xp = kernels.xp
     if rule.unit == "row":
         counts = grad.counts if rule.count_factor else xp.ones_like(grad.counts)       # (U,)

@@ -5,8 +5,10 @@
     linear   lr and lr_embed times s
     cowclip  lr times sqrt(s), lr_embed unchanged, l2 times s, warm-up on (1 epoch unless given),
              CowClip on (r = 1 unless given)            (the paper's rule, section 4.3)
-    auto     (the command line's default) the reference train.py's defaults when b = b0, which is
-             its baseline run; `cowclip` from the dataset's base otherwise.
+    auto     (the command line's default) `baseline` when b = b0, `cowclip` from the dataset's base
+             otherwise
+    baseline the reference train.py's defaults (REFERENCE_DEFAULTS), its baseline run: reached
+             through `auto` only, not a command-line choice
 
 The bases are the reference's settings at b0 = 1024 (README of bytedance/LargeBatchCTR):
 Criteo lr 8e-4, lr_embed 1e-4, l2 1e-5, r 1, bound 1e-5; Avazu lr 1e-4, lr_embed 1e-4, l2 1e-5,
@@ -16,8 +18,9 @@ A value given explicitly (on the command line) always wins over the computed one
 """
 import math
 
-RULES = ("none", "sqrt", "linear", "cowclip")
-CLI_RULES = ("auto",) + RULES
+SCALE_RULES = ("none", "sqrt", "linear", "cowclip")
+BASELINE = "baseline"
+CLI_SCALE_RULES = ("auto",) + SCALE_RULES
 # bytedance/LargeBatchCTR train.py's argparse defaults: what its baseline command trains
 REFERENCE_DEFAULTS = {"bs": 1024, "lr": 1e-4, "lr_embed": 1e-4, "l2": 1e-5, "clip": 0.0, "bound": 0.0,
                       "warmup": 0.0, "init_stddev": 1e-4, "epoch": 10, "sparse_embed_dim": 10, "dropout": 0.0,
@@ -42,14 +45,14 @@ def scale_hyperparameters(rule: str, bs: int, base: dict = CRITEO_BASE, explicit
 
     base: the hyperparameters at base["bs"] (optionally bound_from {batch: bound} and tuned
     {batch: {key: value}}, used by `cowclip`); explicit: values that override the rule's."""
-    if rule not in CLI_RULES:
-        raise ValueError(f"unknown scaling rule {rule!r}; choose one of {CLI_RULES}")
+    if rule not in CLI_SCALE_RULES:
+        raise ValueError(f"unknown scaling rule {rule!r}; choose one of {CLI_SCALE_RULES}")
     if rule == "auto":
         rule = resolve_auto(bs, base["bs"])
     s = bs / base["bs"]
     hp = {k: base[k] for k in HP_KEYS if k != "bs"}
     hp["bs"] = bs
-    if rule == "reference":
+    if rule == BASELINE:
         hp.update({k: REFERENCE_DEFAULTS[k] for k in HP_KEYS if k != "bs"})
     elif rule == "sqrt":
         hp["lr"], hp["lr_embed"] = base["lr"] * math.sqrt(s), base["lr_embed"] * math.sqrt(s)
@@ -64,15 +67,15 @@ def scale_hyperparameters(rule: str, bs: int, base: dict = CRITEO_BASE, explicit
             if bs >= threshold:
                 hp["bound"] = bound
         hp.update(base.get("tuned", {}).get(bs, {}))
-    if rule not in ("cowclip", "reference"):
+    if rule not in ("cowclip", BASELINE):
         hp["clip"] = 0.0  # the other rules train without CowClip unless --clip says otherwise
     hp.update({k: v for k, v in (explicit or {}).items() if v is not None})
     return hp
 
 
 def resolve_auto(bs: int, base_bs: int) -> str:
-    """`auto` -> "reference" (the reference's train.py defaults) at the base batch, else "cowclip"."""
-    return "reference" if bs == base_bs else "cowclip"
+    """`auto` -> "baseline" (the reference's train.py defaults) at the base batch, else "cowclip"."""
+    return BASELINE if bs == base_bs else "cowclip"
 
 
 def default_init_stddev(rule: str) -> float:

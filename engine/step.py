@@ -15,17 +15,24 @@ Words, one meaning each, in the engine and the models:
     tables       the embedding tables, embed.table (V, K) and linear.table (V, 1): RowGrad gradients,
                  L2 and CowClip as above, Adam by the kernels of engine/kernels/adam.py
     weights      every other parameter (dnn.*, cross.*, head.W, linear.dense_w, bias): plain arrays,
-                 updated by update_weights
+                 updated by update_weights (backend entry adam_weights, engine/kernels/weights_adam.py)
     features     the dense input features of a batch, batch.dense (B, D) (the data format's name)
     Dense        Keras's name of a fully connected layer (dense_forward in engine/layers/mlp.py)
     embed_optim  'dense' | 'lazy' (the reference's CLI values, kept): table Adam on every row each
                  step, or on the batch's rows only
+    reference    bytedance/LargeBatchCTR, the authors' code (clip_form 'reference', REFERENCE_DEFAULTS)
+    *_numpy      a kernel's NumPy form: backend numpy's entry and the test oracle of the fused
+                 <entry>_cpu and <entry>_cuda kernels (engine/backend.py)
+    update t     Adam's update count, AdamState.updates, which is also the run's global step (the
+                 steps taken; engine.train.Job.global_step reads it)
+    rule         a clip rule (engine.cowclip.CLIP_RULES, StepConfig.rule) or a hyperparameter scaling
+                 rule (engine.scaling.SCALE_RULES, --scale-rule): never the same names
 """
 from dataclasses import dataclass
 
 from engine.cowclip import COWCLIP, ClipRule, check_form, clip_audit, clip_rows, clips_absent_rows, l2_before_clip
-from engine.kernels.dense_adam import adam_dense_weights_reference
-from engine.optim import EMBED_MODES, AdamConfig, AdamState, bias_corrected_lr, warmup_lr
+from engine.optim import (EMBED_MODES, AdamConfig, AdamState, bias_corrected_lr, keras_adam_config, tf_float32,
+                          warmup_lr, warmup_lr_float32)
 
 
 @dataclass(frozen=True)
@@ -40,6 +47,8 @@ class StepConfig:
     warmup_updates: int = 0          # warm-up length of lr, in updates
     adam: AdamConfig = AdamConfig()
     rule: ClipRule = COWCLIP         # CowClip or one of its ablations (see engine/cowclip.py)
+    keras_constants: bool = False    # lr, lr_embed, Adam's constants and the warm-up as TF 2.4 holds them
+                                     # (float32; see optimizer_constants): --loss-form keras
 
     def __post_init__(self):
         if self.embed_optim not in EMBED_MODES:
@@ -67,17 +76,28 @@ def apply_gradients(model, params: dict, grads: dict, state: AdamState, config: 
 
 
 def update_weights(model, params: dict, grads: dict, state: AdamState, config: StepConfig, t: int,
-                   kernels=None) -> float:
+                   kernels) -> float:
     """Step 2: L2 term and Adam (update number t) on every parameter but the tables, with the
-    backend's `adam_dense_weights` (the plain loop without a backend). -> the lr used."""
+    backend's `adam_weights`. -> the lr used."""
     l2_weights = model.l2_weights(config.l2)
     tables = set(model.table_names())
-    lr_weights = warmup_lr(config.lr, t - 1, config.warmup_updates)
-    lr_t = bias_corrected_lr(lr_weights, t, config.adam)
     names = [name for name in params if name not in tables]
-    adam = kernels.adam_dense_weights if kernels is not None else adam_dense_weights_reference
-    adam(params, grads, state, names, [l2_weights.get(name, 0.0) for name in names], lr_t, config.adam)
+    lr, _, constants = optimizer_constants(config, params[names[0]].dtype if names else "float32")
+    schedule = warmup_lr_float32 if config.keras_constants else warmup_lr
+    lr_weights = schedule(lr, t - 1, config.warmup_updates)
+    lr_t = bias_corrected_lr(lr_weights, t, constants)
+    l2s = [l2_weights.get(name, 0.0) for name in names]
+    kernels.adam_weights(params, grads, state, names, l2s, lr_t, constants)
     return lr_weights
+
+
+def optimizer_constants(config: StepConfig, dtype) -> tuple[float, float, AdamConfig]:
+    """(lr, lr_embed, Adam's constants) of the step: as configured, or with keras_constants as TF 2.4's
+    Keras Adam holds them for parameters of `dtype`: lr, lr_embed, beta1, beta2 rounded to float32
+    (its hyperparameters are float32 variables), epsilon 1e-7 in the parameters' dtype."""
+    if not config.keras_constants:
+        return config.lr, config.lr_embed, config.adam
+    return tf_float32(config.lr), tf_float32(config.lr_embed), keras_adam_config(dtype)
 
 
 def update_tables(model, params: dict, grads: dict, state: AdamState, config: StepConfig, kernels, t: int,
@@ -85,8 +105,8 @@ def update_tables(model, params: dict, grads: dict, state: AdamState, config: St
     """Step 3 on every table (update number t). -> audit info of the clipped table, if asked."""
     info = {}
     l2_weights = model.l2_weights(config.l2)
-    lr_t = bias_corrected_lr(config.lr_embed, t, config.adam)
-    a = config.adam
+    _, lr_embed, a = optimizer_constants(config, params[model.table_names()[0]].dtype)
+    lr_t = bias_corrected_lr(lr_embed, t, a)
     ratio, floor = config.rule.constants(config.clip_form, config.clip, config.bound, model.config.embed_dim)
     for name in model.table_names():
         table, grad = params[name], grads[name]          # (V, K); RowGrad ids (U,), rows (U, K), counts (U,)

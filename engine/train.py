@@ -36,7 +36,7 @@ from engine.run.guards import loss_problem, non_finite_state
 from engine.run.process import SingleProcess
 from engine.run.progress import compile_notice
 from engine.run.report import log_step, parameter_norms, profile_steps, show_progress
-from engine.run.setup import check_set_up, resume_from_checkpoint, split_on_device, write_config
+from engine.run.setup import check_set_up, resume_from_checkpoint, split_on_device, step_config_of, write_config
 from engine.run.tensorboard import open_tensorboard
 from engine.evaluate import json_safe
 from engine.step import StepConfig, apply_gradients
@@ -59,7 +59,6 @@ class Job:
     rng: np.random.Generator        # dropout's generator; saved with every checkpoint
     test: dict                      # sparse, dense, label of the test split, on the device
     bayes: dict                     # the synthetic data's Bayes-optimal metrics, or {}
-    global_step: int = 0
     checkpoint_step: int | None = None  # global step of the checkpoint on disk, None before the first
     valid: dict | None = None       # the valid split, on the device, when --early-stop is on
     early: EarlyStopping | None = None
@@ -70,6 +69,11 @@ class Job:
     train_seconds: float = 0.0      # time inside take_step in this process
     started: float = field(default_factory=time.perf_counter)
     tensorboard: object = None      # --tensorboard's engine.run.tensorboard.TensorBoardWriter (rank 0)
+
+    @property
+    def global_step(self) -> int:
+        """Steps taken by the run, resumed ones included: Adam's update count, state.updates."""
+        return self.state.updates
 
     @property
     def metrics_path(self) -> Path:
@@ -130,17 +134,15 @@ def prepare(cfg: RunConfig, out: Path, resume: bool, clip_rule: ClipRule, proces
         check_fingerprint(out, cfg.data, fingerprint)
     schema = Schema.from_meta(meta)
     model = build_model(cfg.model, schema, ModelConfig(embed_dim=cfg.embed_dim, dropout=cfg.dropout,
-                                                       init_stddev=cfg.init_stddev))
+                                                       init_stddev=cfg.init_stddev, loss_form=cfg.loss_form))
     if cfg.opt not in OPTIMIZERS:   # a saved config.json (--resume) can carry anything
         raise ValueError(f"--opt {cfg.opt}: not implemented; the engine has {', '.join(OPTIMIZERS)}")
     process.attach(model, kernels)   # under MPI: one GPU per rank, host staging, the table shards' routing
     xp = kernels.xp
     reader = train_reader(cfg.data, cfg.bs, cfg.seed, xp)     # on a GPU the split stays there if it fits
     check_set_up(cfg, model, reader, meta, xp)
+    step_config = step_config_of(cfg, reader.num_rows, clip_rule, out if resume else None)
     reader = process.wrap_reader(reader)   # under MPI, this rank's rows of each global batch
-    step_config = StepConfig(lr=cfg.hp["lr"], lr_embed=cfg.hp["lr_embed"], l2=cfg.hp["l2"], clip=cfg.hp["clip"],
-                             bound=cfg.hp["bound"], clip_form=cfg.clip_form, embed_optim=cfg.embed_optim,
-                             warmup_updates=int(cfg.hp["warmup"] * reader.steps_per_epoch), rule=clip_rule)
     if process.is_root:
         refuse_links(out)
         write_config(out, cfg, step_config, schema, device_line, fingerprint)
@@ -156,7 +158,7 @@ def prepare(cfg: RunConfig, out: Path, resume: bool, clip_rule: ClipRule, proces
             (out / "metrics.jsonl").write_text("")
     params, state = process.place(params, state)   # --shard-tables: this rank's rows of the tables
     job = Job(cfg, out, process, model, kernels, reader, step_config, params, state, rng,
-              split_on_device(cfg.data, "test", xp), meta.get("bayes", {}), global_step=position["global_step"],
+              split_on_device(cfg.data, "test", xp), meta.get("bayes", {}),
               checkpoint_step=position["global_step"] if resume else None)
     print(describe_model(cfg.model, params))
     if cfg.early_stop:
@@ -203,11 +205,15 @@ def take_step(job: Job, batch, epoch: int, step_in_epoch: int) -> tuple[float, d
     if problem:
         stop_diverged(job, problem, epoch, step_in_epoch, loss)
     info = apply_gradients(job.model, params, grads, state, job.step_config, job.kernels, audit=job.cfg.audit)
-    bad = non_finite_state(params, state, job.kernels.xp)
+    bad = non_finite_state(params, state, job.kernels.xp)   # the update counted: this is step job.global_step
     if bad:
         stop_diverged(job, f"{len(bad)} parameter or Adam moment array(s) hold inf or nan after the update "
+<<<<<<< HEAD
                            f"({', '.join(bad[:3])})", epoch, step_in_epoch, loss)
     job.global_step += 1
+=======
+                           f"({', '.join(bad[:3])})", epoch, step_in_epoch, taken=True)
+>>>>>>> main
     job.process.after_step(params, state, job.global_step)   # under MPI, replicas compared every K steps
     job.steps_run += 1
     job.train_seconds += time.perf_counter() - t0
@@ -217,14 +223,26 @@ def take_step(job: Job, batch, epoch: int, step_in_epoch: int) -> tuple[float, d
     return loss, info
 
 
+<<<<<<< HEAD
 def stop_diverged(job: Job, problem: str, epoch: int, step_in_epoch: int, loss: float) -> None:
     """Stop at the step that went wrong (engine/run/guards.py), naming the checkpoint really on disk."""
+=======
+def stop_diverged(job: Job, problem: str, epoch: int, step_in_epoch: int, taken: bool = False) -> None:
+    """Stop at the step that went wrong (engine/run/guards.py), naming the checkpoint really on disk.
+    taken: the step's update has been made (and counted in job.global_step)."""
+>>>>>>> main
     if job.checkpoint_step is None:
         kept = "no checkpoint had been written yet"
     else:
         kept = f"the last good checkpoint (global step {job.checkpoint_step}) is kept in {job.out / 'checkpoint'}"
+<<<<<<< HEAD
     raise Diverged(f"{problem} at global step {job.global_step + 1} (epoch {epoch + 1}, batch {step_in_epoch}); "
                    f"{kept}", step=job.global_step + 1, loss=loss if math.isfinite(loss) else None)
+=======
+    step = job.global_step if taken else job.global_step + 1
+    raise TrainingError(f"{problem} at global step {step} (epoch {epoch + 1}, batch "
+                        f"{step_in_epoch}); {kept}")
+>>>>>>> main
 
 
 def reached_max_steps(cfg: RunConfig, global_step: int) -> bool:

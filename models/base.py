@@ -7,15 +7,14 @@ V table rows, d = F*K + D the width of the deep input.
     emb       = embed.table[ids]                          (B, F, K)
     features  = batch.dense                               (B, D)
     logit     = sum_f wide + features . linear.dense_w  +  the model's own terms  +  bias
-    loss      = mean BCE(logit, label)
+    loss      = mean BCE(logit, label)                   exact, or Keras's clipped form (engine/layers/loss.py)
 
 A model is `params` (a flat dict of arrays with stable names) plus `loss(params, batch) ->
 (loss, grads)`; `grads` has the same keys. The weights get array gradients; the two tables get
 `RowGrad(ids, rows, counts)` (see engine/layers/embedding.py), sharing ids and counts. Each model
 writes out its whole `forward`, layer by layer, and its `backward` as the forward's calls in
 reverse order (llm.c's gpt2_backward), in its own file. `kernels` (a backend, engine/backend.py) is
-passed down to every layer that has backend kernels; without one (`logits(params, batch)`), the
-layers run their plain NumPy/CuPy forms.
+passed down to every layer that has backend kernels (get_backend("numpy"): their plain NumPy forms).
 
 L2 penalties are not in `loss`: they depend on the optimizer mode and, in the reference form,
 enter between the backward pass and CowClip, so the step applies them (engine/step.py) with the
@@ -26,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dataio.arrays import array_module_of
-from engine.layers.loss import bce_with_logits_backward, bce_with_logits_forward
+from engine.layers.loss import loss_layer
 from models.init import glorot_normal
 from dataio.schema import Schema
 
@@ -42,20 +41,22 @@ class ModelConfig:
     init_stddev: float = 1e-4              # embedding init normal(0, init_stddev)
     dropout: float = 0.0
     num_experts: int = 4                   # DCN-Mix
-    low_rank: int = 32                     # DCN-Mix
+    low_rank: int = 32                     # DCN-Mix, R (engine/layers/cross.py)
     l2_cross: float = 1e-5                 # DeepCTR's l2_reg_cross default, not scaled
     dtype: str = "float32"
+    loss_form: str = "exact"               # exact logistic loss | keras (the reference's; engine/layers/loss.py)
 
 
 class CTRModel:
     name = "base"
-    uses_embedding = True  # False for LR, which has only the 1-dim linear table
+    has_embed_table = True  # embed.table (V, K) is a parameter; False for LR, which has only linear.table
 
     def __init__(self, schema: Schema, config: ModelConfig = ModelConfig()):
         self.schema = schema
         self.config = config
         self.offsets = schema.offsets
         self.vocab_sizes = np.asarray(schema.vocab_sizes, dtype=np.int64)
+        loss_layer(config.loss_form)   # an unknown form is refused here, not at the first step
         if schema.total_rows >= 2**31:
             raise ValueError("the shared table has 2^31 rows or more; int32 row ids would overflow")
 
@@ -76,7 +77,7 @@ class CTRModel:
             "linear.dense_w": glorot_normal(rng, (D, 1))[:, 0] if D else np.zeros(0),
             "bias": np.zeros(1),
         }
-        if self.uses_embedding:
+        if self.has_embed_table:
             params[EMBED_TABLE] = rng.normal(0.0, self.config.init_stddev, (V, self.config.embed_dim))
         params.update(self.init_body(rng))
         return {name: np.ascontiguousarray(value, dtype=self.config.dtype) for name, value in params.items()}
@@ -89,17 +90,17 @@ class CTRModel:
         """name -> shape of every parameter init_params would make, without allocating the tables."""
         V, D, K = self.schema.total_rows, self.schema.num_dense, self.config.embed_dim
         shapes = {LINEAR_TABLE: (V, 1), "linear.dense_w": (D,), "bias": (1,)}
-        if self.uses_embedding:
+        if self.has_embed_table:
             shapes[EMBED_TABLE] = (V, K)
         shapes.update({name: a.shape for name, a in self.init_body(np.random.default_rng(0)).items()})
         return shapes
 
     def table_names(self) -> tuple:
-        return (LINEAR_TABLE, EMBED_TABLE) if self.uses_embedding else (LINEAR_TABLE,)
+        return (LINEAR_TABLE, EMBED_TABLE) if self.has_embed_table else (LINEAR_TABLE,)
 
     def clipped_tables(self) -> tuple:
         """Tables CowClip applies to: not the 1-dim linear table (as the reference code)."""
-        return (EMBED_TABLE,) if self.uses_embedding else ()
+        return (EMBED_TABLE,) if self.has_embed_table else ()
 
     def l2_weights(self, l2: float) -> dict:
         """name -> lambda of the penalty lambda * sum(p^2): the reference's l2_reg_embedding and
@@ -138,7 +139,7 @@ class CTRModel:
             raise ValueError(f"dense features have width {features.shape[-1]}, expected {self.schema.num_dense}")
         return features
 
-    def forward(self, params, batch, training: bool = False, rng=None, kernels=None):
+    def forward(self, params, batch, kernels, training: bool = False, rng=None):
         """-> logits (B,), cache. Each model writes it out, layer by layer."""
         raise NotImplementedError
 
@@ -146,14 +147,15 @@ class CTRModel:
         """dlogits (B,) -> grads with the keys of params: the forward's calls in reverse order."""
         raise NotImplementedError
 
-    def logits(self, params, batch, kernels=None):
-        return self.forward(params, batch, kernels=kernels)[0]
+    def logits(self, params, batch, kernels):
+        return self.forward(params, batch, kernels)[0]
 
     def loss(self, params, batch, kernels, training: bool = True, rng=None):
         """-> (mean BCE loss as a float, grads)."""
-        logits, cache = self.forward(params, batch, training, rng, kernels)
-        loss, loss_cache = bce_with_logits_forward(logits, batch.label)
-        dlogits = bce_with_logits_backward(loss_cache)
+        logits, cache = self.forward(params, batch, kernels, training, rng)
+        loss_forward, loss_backward = loss_layer(self.config.loss_form)
+        loss, loss_cache = loss_forward(logits, batch.label)
+        dlogits = loss_backward(loss_cache)
         return loss, self.backward(dlogits, cache, kernels)
 
     # ----------------------------------------------------------------------------------------

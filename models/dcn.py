@@ -26,7 +26,7 @@ class _DeepAndCross(CTRModel):
         params.update(init_head(rng, self.input_width + hidden[-1]))
         return params
 
-    def forward(self, params, batch, training=False, rng=None, kernels=None):
+    def forward(self, params, batch, kernels, training=False, rng=None):
         xp = array_module_of(batch.dense)
         features = self.features(batch)                                               # (B, D)
         ids = self.global_ids(batch.sparse)                                           # (B, F)
@@ -112,12 +112,12 @@ class DCNMix(_DeepAndCross):
     name = "dcnmix"
 
     def init_cross(self, rng):
-        d, E, r = self.input_width, self.config.num_experts, self.config.low_rank
+        d, E, R = self.input_width, self.config.num_experts, self.config.low_rank
         params = {}
-        for l in self.layers():
-            params[f"cross.{l}.U"] = glorot_normal(rng, (E, d, r))
-            params[f"cross.{l}.V"] = glorot_normal(rng, (E, d, r))
-            params[f"cross.{l}.C"] = glorot_normal(rng, (E, r, r))
+        for l in self.layers():    # U, V, C: the DCN-v2 paper's names (engine/layers/cross.py)
+            params[f"cross.{l}.U"] = glorot_normal(rng, (E, d, R))
+            params[f"cross.{l}.V"] = glorot_normal(rng, (E, d, R))
+            params[f"cross.{l}.C"] = glorot_normal(rng, (E, R, R))
             params[f"cross.{l}.b"] = np.zeros(d)
         # one Dense(1, no bias) per expert, Keras's default glorot_uniform, shared by all layers
         params["cross.gate"] = np.concatenate([glorot_uniform(rng, (d, 1)) for _ in range(E)], axis=1)

@@ -18,7 +18,7 @@ class DeepFM(CTRModel):
         hidden = self.config.dnn_hidden
         return {**init_dnn(rng, self.input_width, hidden), **init_head(rng, hidden[-1])}
 
-    def forward(self, params, batch, training=False, rng=None, kernels=None):
+    def forward(self, params, batch, kernels, training=False, rng=None):
         features = self.features(batch)                                               # (B, D)
         ids = self.global_ids(batch.sparse)                                           # (B, F)
         wide, _ = embedding_forward(params[LINEAR_TABLE], ids)                        # (B, F, 1)

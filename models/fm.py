@@ -11,7 +11,7 @@ from models.base import EMBED_TABLE, LINEAR_TABLE, CTRModel
 class FM(CTRModel):
     name = "fm"
 
-    def forward(self, params, batch, training=False, rng=None, kernels=None):
+    def forward(self, params, batch, kernels, training=False, rng=None):
         features = self.features(batch)                                               # (B, D)
         ids = self.global_ids(batch.sparse)                                           # (B, F)
         wide, _ = embedding_forward(params[LINEAR_TABLE], ids)                        # (B, F, 1)
@@ -24,7 +24,7 @@ class FM(CTRModel):
     def backward(self, dlogits, cache, kernels):
         ids, linear_cache, fm_cache = cache
         grads = {"bias": dlogits.sum(keepdims=True)}
-        demb = fm_backward(dlogits, fm_cache, kernels=kernels)                               # (B, F, K)
+        demb = fm_backward(dlogits, fm_cache, None, kernels)                         # (B, F, K)
         dwide, _, grads["linear.dense_w"] = linear_backward(dlogits, linear_cache)    # (B, F, 1)
         index = index_batch_ids(ids, self.schema.total_rows, kernels)   # one index for both tables
         grads[EMBED_TABLE] = embedding_backward(demb, index, kernels)

@@ -9,9 +9,9 @@ from models.base import LINEAR_TABLE, CTRModel
 
 class LR(CTRModel):
     name = "lr"
-    uses_embedding = False
+    has_embed_table = False
 
-    def forward(self, params, batch, training=False, rng=None, kernels=None):
+    def forward(self, params, batch, kernels, training=False, rng=None):
         features = self.features(batch)                                               # (B, D)
         ids = self.global_ids(batch.sparse)                                           # (B, F)
         wide, _ = embedding_forward(params[LINEAR_TABLE], ids)                        # (B, F, 1)

@@ -19,14 +19,14 @@ def init_head(rng, input_width: int) -> dict:
     return {"head.W": glorot_normal(rng, (input_width, 1))}
 
 
-def dnn_forward(params, x, num_layers: int, dropout: float, training: bool, rng, kernels=None):
+def dnn_forward(params, x, num_layers: int, dropout: float, training: bool, rng, kernels):
     """x (B, d) -> h (B, H)."""
     weights = [params[f"dnn.{i}.W"] for i in range(num_layers)]
     biases = [params[f"dnn.{i}.b"] for i in range(num_layers)]
     return mlp_forward(x, weights, biases, dropout if training else 0.0, rng, kernels)
 
 
-def dnn_backward(dh, cache, grads: dict, kernels=None):
+def dnn_backward(dh, cache, grads: dict, kernels):
     """dh (B, H) -> dx (B, d); writes dnn.i.W / dnn.i.b into grads."""
     dx, dweights, dbiases = mlp_backward(dh, cache, kernels)
     for i, (dW, db) in enumerate(zip(dweights, dbiases)):
@@ -40,6 +40,6 @@ def head_forward(params, h):
     return out[:, 0], cache
 
 
-def head_backward(dlogit, cache, grads: dict, kernels=None):
-    dh, grads["head.W"], _ = dense_backward(dlogit[:, None], cache, kernels=kernels)
+def head_backward(dlogit, cache, grads: dict, kernels):
+    dh, grads["head.W"], _ = dense_backward(dlogit[:, None], cache, None, kernels)
     return dh

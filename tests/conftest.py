@@ -8,6 +8,50 @@ import pytest  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
+# The tiny model of the step and backend tests: every layer of every model present, a few hundred
+# parameters, small enough for the CUDA simulator. Its schema is validate.audit.gradcheck.check_batch's.
+TINY_MODEL = dict(embed_dim=3, dnn_hidden=(6, 5), cross_layers=2, num_experts=2, low_rank=2, init_stddev=0.3,
+                  dtype="float64")
+
+
+def tiny_model(name: str, **changes):
+    """Model `name` built with TINY_MODEL (and `changes`) on vocabularies (4, 12, 1, 6), 3 dense features."""
+    from models import ModelConfig, Schema, build_model
+
+    return build_model(name, Schema((4, 12, 1, 6), 3), ModelConfig(**{**TINY_MODEL, **changes}))
+
+
+def assert_backends_agree(name: str, config, backends=("numpy", "cpu"), steps: int = 2, rtol: float = 1e-12,
+                          atol: float = 1e-15) -> list:
+    """Model `name` (tiny_model, float64), from the same parameters, trained `steps` steps on
+    check_batch(0), check_batch(1), ... under StepConfig `config` on each backend, ends with the same
+    parameters and Adam moments on all of them, to rtol/atol. -> the first backend's step infos
+    (with the clip audit)."""
+    import numpy as np
+
+    from engine.backend import get_backend
+    from engine.optim import AdamState
+    from engine.step import train_step
+    from validate.audit.gradcheck import check_batch
+
+    model = tiny_model(name)
+    ends, infos = [], []
+    for backend in backends:
+        kernels = get_backend(backend)
+        params = model.init_params(7)
+        state = AdamState.zeros_like(params, np)
+        infos.append([train_step(model, params, state, check_batch(seed), config, kernels, audit=True)
+                      for seed in range(steps)])
+        ends.append((backend, params, state))
+    (first, want, want_state), *others = ends
+    for backend, got, got_state in others:
+        for key in want:
+            for what, a, b in (("", got[key], want[key]), ("m of ", got_state.m[key], want_state.m[key]),
+                               ("v of ", got_state.v[key], want_state.v[key])):
+                np.testing.assert_allclose(a, b, rtol=rtol, atol=atol,
+                                           err_msg=f"{name}: {what}{key}, backend {backend} against {first}")
+    return infos[0]
+
 
 @pytest.fixture
 def repo_root() -> Path:

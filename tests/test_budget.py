@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from validate.study.budget import EVAL_S, RUN_OVERHEAD_S, grid_seconds, plan_budget, step_seconds
+from validate.study.budget import grid_seconds, plan_budget, step_seconds
 
 V = 337_630   # the synthetic family's table rows at max_vocab 300,000
 
@@ -27,9 +27,13 @@ def test_the_gpu_grid_at_criteo_size_gets_the_largest_fraction_that_fits():
     plan = plan_budget(runs, rows, V, 480.0)
     assert plan.epochs == 1 and 0 < plan.fraction < 1
     assert plan.seconds <= 480.0 < grid_seconds(runs, rows, V, plan.fraction + 0.01, 1)
-    # one full epoch: 24 runs' fixed costs plus every run's steps at its step time
-    by_hand = sum(RUN_OVERHEAD_S + EVAL_S + math.ceil(rows / bs) * step_seconds(bs, V) for bs, _ in runs)
-    assert plan.full_epoch_seconds == pytest.approx(by_hand, rel=1e-12)
+    # by hand: the dense table Adam adds 10.9e-3 * 337,630 / 33,762,577 = 0.109 ms to each step; one
+    # epoch of 36M rows is 35,157 / 4,395 / 1,099 / 275 steps at 1K / 8K / 32K / 128K, of 9.109 / 8.109 /
+    # 11.109 / 42.390 ms (128K: 131,072 / 3.1e6 = 42.281 ms): 4 x 320.25 + 5 x 35.64 + 5 x 12.21 + 10 x 11.66
+    # = 1,636.8 s, plus 24 runs x (4 s start + 1 s evaluation) = 120 s
+    assert plan.full_epoch_seconds == pytest.approx(1756.8, rel=1e-4)
+    # the fraction: floor(100 * (480 - 120) / 1,636.8) = 21 %, for 120 + 0.21 * 1,636.8 = 463.7 s
+    assert plan.fraction == 0.21 and plan.seconds == pytest.approx(463.7, rel=1e-4)
     assert plan.max_steps(35_157) == math.floor(plan.fraction * 35_157) and plan.max_steps(3) >= 1
 
 

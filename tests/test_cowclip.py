@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from engine.backend import get_backend
-from engine.cowclip import clip_audit, clip_constants, cowclip
+from engine.cowclip import COWCLIP, clip_audit, clip_constants, clip_rows, clip_scale, clip_scales
 from engine.layers.embedding import RowGrad, embedding_backward, index_batch_ids
 
 
@@ -68,7 +68,7 @@ def test_cowclip_matches_transcription(backend, form, dtype, rtol):
     grad = embedding_backward(grads, index, kernels)
     before = grad.rows.copy()
     ratio, floor = clip_constants(form, r, bound, table.shape[1])
-    scales = kernels.to_host(cowclip(grad, table, kernels, ratio, floor))
+    scales = kernels.to_host(clip_rows(COWCLIP, grad, table, offsets, kernels, ratio, floor))
 
     assert len(expected) == grad.ids.shape[0]
     for u, row in enumerate(grad.ids):
@@ -95,7 +95,7 @@ def test_zero_gradient_row_stays_zero_without_nan():
     kernels = get_backend("cpu")
     table = np.zeros((4, 3))
     grad = RowGrad(np.array([0, 2]), np.array([[0.0, 0.0, 0.0], [3.0, 4.0, 0.0]]), np.array([2, 1]))
-    scales = cowclip(grad, table, kernels, ratio=1.0, floor=0.0)
+    scales = clip_rows(COWCLIP, grad, table, [0], kernels, 1.0, 0.0)
     assert grad.rows[0].tolist() == [0.0, 0.0, 0.0]
     assert np.isfinite(scales).all() and grad.rows[1].tolist() == [0.0, 0.0, 0.0]  # threshold 0 binds
 
@@ -106,9 +106,22 @@ def test_clip_binds_on_a_constructed_case_and_not_where_it_should_not():
     # row 0: cnt 2, threshold 2 * max(0.1 * 5, 0.01) = 1, ||g|| = 10 -> scaled to norm 1
     # row 1: cnt 1, threshold 0.5, ||g|| = 0.25 -> unchanged
     grad = RowGrad(np.array([0, 1]), np.array([[6.0, 8.0], [0.15, 0.2]]), np.array([2, 1]))
-    scales = cowclip(grad, table, kernels, ratio=0.1, floor=0.01)
+    scales = clip_rows(COWCLIP, grad, table, [0], kernels, 0.1, 0.01)
     np.testing.assert_allclose(scales, [0.1, 1.0])
     np.testing.assert_allclose(grad.rows, [[0.6, 0.8], [0.15, 0.2]])
+
+
+def test_vectorised_clip_scales_equal_the_scalar_rule_row_by_row():
+    grad_norm = np.array([0.0, 10.0, 0.25, 3.0, 1e-300, 5.0])
+    weight_norm = np.array([5.0, 5.0, 5.0, 0.0, 0.0, 2.0])
+    counts = np.array([1, 2, 1, 4, 1, 3])
+    got = clip_scales(grad_norm, weight_norm, counts, 0.1, 0.01)
+    want = [clip_scale(g, w, c, 0.1, 0.01) for g, w, c in zip(grad_norm, weight_norm, counts)]
+    assert got.tolist() == want
+    # worked by hand: row 1 threshold 2 * max(0.5, 0.01) = 1 -> 1/10; row 3 threshold 4 * 0.01 -> 0.04/3
+    assert want[:4] == [1.0, 0.1, 1.0, 0.04 / 3.0] and want[4] == 1.0
+    assert clip_scales(grad_norm, weight_norm, 1, 0.1, 0.01).tolist() == [
+        clip_scale(g, w, 1.0, 0.1, 0.01) for g, w in zip(grad_norm, weight_norm)]
 
 
 def test_reference_form_scales_bound_by_r_sqrt_dim():
@@ -123,7 +136,7 @@ def test_audit_counts_clipped_rows_by_frequency():
     kernels = get_backend("cpu")
     table = np.ones((6, 2))
     grad = RowGrad(np.array([0, 1, 4]), np.array([[100.0, 0], [1e-3, 0], [100.0, 0]]), np.array([1, 1, 40]))
-    scales = cowclip(grad, table, kernels, ratio=1.0, floor=0.0)
+    scales = clip_rows(COWCLIP, grad, table, [0], kernels, 1.0, 0.0)
     audit = clip_audit(grad, table, scales, np.array([0, 3]), ("A", "B"), kernels.to_host)
     assert audit["rows"] == 3 and audit["rows_clipped"] == 2
     assert audit["by_count"]["1"]["ids"] == 2 and audit["by_count"]["1"]["clipped_fraction"] == 0.5

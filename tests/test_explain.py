@@ -21,14 +21,18 @@ def _value(text: str):
 
 
 def parse(output: str) -> tuple[dict, dict]:
-    """-> (header values, {form: {"constants": {...}, "rows": {row: {label: value, "kind": ...}}}}).
-    The side-by-side section (from its '== the clip side by side' header on) is left to parse_side."""
+    """-> (header values, {form: {"constants": {...}, "rows": {row: {label: value, "kind": ...}}}}); the
+    section on the reference's sparse branch is the form "sparse". The side-by-side section (from its
+    '== the clip side by side' header on) is left to parse_side."""
     header, forms, form, row = {}, {}, None, None
     for line in output.splitlines():
         if line.startswith("== the clip side by side"):
             break
         if m := re.match(r"== form (\w+) ==", line):
             form, row = m.group(1), None
+            forms[form] = {"constants": {}, "rows": {}}
+        elif line.startswith("== l2 = 0: the reference's untested sparse branch"):
+            form, row = "sparse", None
             forms[form] = {"constants": {}, "rows": {}}
         elif m := re.match(r"-- row (\d+) \(field \w+, id \d+\): (.+)", line):
             row = int(m.group(1))
@@ -131,6 +135,33 @@ def test_every_printed_number_follows_algorithm_1(printed, form):
 def test_help_does_not_run_the_step():
     result = CliRunner().invoke(explain.main, ["--help"])
     assert result.exit_code == 0 and "Algorithm 1" in result.output and "== form" not in result.output
+
+
+def test_the_reference_sparse_branch_clips_each_occurrence_alone(printed):
+    header, forms = printed
+    sparse, reference = forms["sparse"], forms["reference"]
+    assert sparse["constants"]["ratio"] == header["r"]
+    r, floor = header["r"], sparse["constants"]["floor"]
+    counts = np.bincount(np.ravel(header["ids"]), minlength=8)
+    gaps = []
+    for row, p in sparse["rows"].items():
+        occurrences = [value for key, value in p.items() if key.startswith("g_occurrence_")]
+        assert p["cnt"] == counts[row] == len(occurrences)
+        weight_norm = np.linalg.norm(reference["rows"][row]["w"])
+        close(p["||w||"], weight_norm)
+        g = np.sum(occurrences, axis=0)            # at l2 = 0 the row's gradient is the sum of its occurrences
+        if reference["rows"][row]["kind"] != "zero row":
+            close(g, reference["rows"][row]["g"])
+        threshold = p["cnt"] * max(r * weight_norm, floor)           # Algorithm 1
+        close(p["algorithm_1"], g * min(1.0, threshold / np.linalg.norm(g)))
+        each = [o * (r * weight_norm) / max(np.linalg.norm(o), r * weight_norm) for o in occurrences]  # clip.py
+        close(p["reference_sparse"], np.sum(each, axis=0))
+        gap = np.linalg.norm(p["reference_sparse"] - p["algorithm_1"]) / np.linalg.norm(p["algorithm_1"])
+        if gap > 1e-3:             # below, the printed digits cannot tell float32 rounding apart
+            close(p["gap"], gap)
+        gaps.append(p["gap"])
+    assert set(sparse["rows"]) == {row for row in range(8) if counts[row]}
+    assert max(gaps) > 0.5     # the branch changes the step: the audit finding is visible
 
 
 def test_the_loss_printed_is_the_models_loss_on_the_batch(printed):

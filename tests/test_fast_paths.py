@@ -3,9 +3,12 @@ workspace, the dW layout of dense_backward, the in-place ReLU backward, take-gat
 import numpy as np
 import pytest
 
+from engine.backend import get_backend
 from engine.kernels import adam
 from engine.layers.embedding import embedding_forward
 from engine.layers.mlp import dense_backward, mlp_backward, mlp_forward, relu_backward
+
+NUMPY, CPU = get_backend("numpy"), get_backend("cpu")
 
 
 @pytest.mark.parametrize("clip_absent,absent_ratio", [(False, 0.5), (True, 0.0), (True, 0.5)])
@@ -21,7 +24,7 @@ def test_table_adam_with_kept_workspace_equals_reference_over_steps(clip_absent,
         rows = rng.normal(size=(ids.size, K))
         lr_t = 1e-2 * (1 - 0.999 ** (step + 1)) ** 0.5 / (1 - 0.9 ** (step + 1))
         args = (ids, rows, 0.3, clip_absent, absent_ratio, 1e-3, lr_t, 0.9, 0.999, 1e-7)
-        adam.adam_table_reference(*state_ref, *args)
+        adam.adam_table_numpy(*state_ref, *args)
         fast(*state_fast, *args)
         assert np.all(fast._position == -1)                               # left clean for the next call
         for want, got in zip(state_ref, state_fast):
@@ -35,7 +38,7 @@ def test_table_adam_with_kept_workspace_equals_reference_over_steps(clip_absent,
 def test_dense_backward_layout_and_inplace_relu_equal_plain_forms():
     rng = np.random.default_rng(1)
     x, W, dy = rng.normal(size=(9, 4)), rng.normal(size=(4, 5)), rng.normal(size=(9, 5))
-    dx, dW, db = dense_backward(dy, (x, W))
+    dx, dW, db = dense_backward(dy, (x, W), None, CPU)
     np.testing.assert_array_equal(dx, dy @ W.T)
     np.testing.assert_allclose(dW, x.T @ dy, rtol=1e-13)
     np.testing.assert_array_equal(db, dy.sum(axis=0))
@@ -51,10 +54,10 @@ def test_mlp_backward_leaves_the_callers_gradient_alone():
     rng = np.random.default_rng(2)
     x = rng.normal(size=(6, 3))
     Ws, bs = [rng.normal(size=(3, 4)), rng.normal(size=(4, 2))], [np.zeros(4), np.zeros(2)]
-    h, caches = mlp_forward(x, Ws, bs)
+    h, caches = mlp_forward(x, Ws, bs, 0.0, None, CPU)
     dh = rng.normal(size=h.shape)
     kept = dh.copy()
-    mlp_backward(dh, caches)
+    mlp_backward(dh, caches, CPU)
     np.testing.assert_array_equal(dh, kept)
 
 
@@ -68,30 +71,30 @@ def test_take_gather_repeats_rows_like_fancy_indexing():
 
 @pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-12), (np.float32, 2e-5)])
 def test_fused_fm_kernels_equal_plain_forms(dtype, rtol):
-    from engine.layers.fm import fm_backward, fm_backward_plain, fm_forward, fm_forward_plain
+    from engine.layers.fm import fm_backward, fm_backward_numpy, fm_forward, fm_forward_numpy
 
     rng = np.random.default_rng(3)
     emb = rng.normal(size=(37, 6, 4)).astype(dtype)
     dout = rng.normal(size=37).astype(dtype)
     wide = rng.normal(size=(37, 6 * 4 + 3)).astype(dtype)
     add = wide[:, :24].reshape(37, 6, 4)                      # a strided view, as DeepFM passes
-    out, cache = fm_forward(emb)
-    out_plain, cache_plain = fm_forward_plain(emb)
+    out, cache = fm_forward(emb, CPU)
+    out_numpy, cache_numpy = fm_forward_numpy(emb)
     assert out.dtype == dtype and cache[1].dtype == dtype
-    np.testing.assert_allclose(out, out_plain, rtol=rtol, atol=rtol * np.abs(out_plain).max())
-    np.testing.assert_allclose(cache[1], cache_plain[1], rtol=rtol, atol=rtol)
+    np.testing.assert_allclose(out, out_numpy, rtol=rtol, atol=rtol * np.abs(out_numpy).max())
+    np.testing.assert_allclose(cache[1], cache_numpy[1], rtol=rtol, atol=rtol)
     for extra in (None, add):
-        got = fm_backward(dout, cache, add=extra)
-        want = fm_backward_plain(dout, cache_plain, add=extra)
+        got = fm_backward(dout, cache, extra, CPU)
+        want = fm_backward_numpy(dout, cache_numpy, add=extra)
         assert got.dtype == dtype and got.shape == emb.shape
         np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * np.abs(want).max())
     # `add` is really added (a kernel that dropped it would still pass the None case)
-    assert np.abs(fm_backward(dout, cache) - fm_backward(dout, cache, add=add)).max() > 0.1
+    assert np.abs(fm_backward(dout, cache, None, CPU) - fm_backward(dout, cache, add, CPU)).max() > 0.1
 
 
 @pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-12), (np.float32, 1e-5)])
 def test_fused_bias_relu_kernels_equal_plain_forms(dtype, rtol):
-    from engine.kernels.dense import bias_relu_cpu, relu_backward_bias_grad_cpu
+    from engine.kernels.dense import bias_relu_cpu, relu_mask_bias_grad_cpu
 
     rng = np.random.default_rng(4)
     pre = rng.normal(size=(5000, 7)).astype(dtype)          # more rows than one row block
@@ -102,11 +105,11 @@ def test_fused_bias_relu_kernels_equal_plain_forms(dtype, rtol):
     dy = rng.normal(size=(5000, 7)).astype(dtype)
     want = dy * (y > 0)
     out = np.empty_like(dy)
-    db = relu_backward_bias_grad_cpu(dy, y, out)
+    db = relu_mask_bias_grad_cpu(dy, y, out)
     np.testing.assert_array_equal(out, want)
     np.testing.assert_allclose(db, want.sum(axis=0), rtol=rtol, atol=rtol)
     in_place = dy.copy()
-    relu_backward_bias_grad_cpu(in_place, y, in_place)        # out may be dy itself
+    relu_mask_bias_grad_cpu(in_place, y, in_place)        # out may be dy itself
     np.testing.assert_array_equal(in_place, want)
 
 
@@ -114,7 +117,7 @@ def test_head_outer_product_equals_the_gemm():
     rng = np.random.default_rng(5)
     for dtype in (np.float64, np.float32):
         x, W, dy = (rng.normal(size=s).astype(dtype) for s in ((33, 7), (7, 1), (33, 1)))
-        dx, dW, db = dense_backward(dy, (x, W))
+        dx, dW, db = dense_backward(dy, (x, W), None, CPU)
         assert dx.dtype == dtype and dx.shape == x.shape
         np.testing.assert_array_equal(dx, dy @ W.T)                      # one product per entry: exact
         np.testing.assert_allclose(dW, x.T @ dy, rtol=1e-5 if dtype == np.float32 else 1e-13)

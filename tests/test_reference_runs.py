@@ -164,6 +164,127 @@ def test_builtin_data_announces_its_generation(resolved, synthetic, tmp_path, mo
         in output and "reused afterwards" in output
 
 
+# ---------------------------------------------------------------------------------------------
+# the differences line: each of the engine's own differences, exactly when it applies
+
+@pytest.fixture(scope="module")
+def preprocessed(synthetic, tmp_path_factory):
+    """A Criteo-kind copy whose meta.json gives every field an out-of-vocabulary id, as dataio.preprocess."""
+    from dataio.meta import load_meta, write_meta
+
+    path = _as_kind(synthetic, tmp_path_factory.mktemp("p") / "criteo", "criteo")
+    meta = load_meta(path)
+    for feature in meta["sparse_features"]:
+        feature["oov_id"] = feature["vocab_size"] - 1
+    write_meta(path, meta)
+    return path
+
+
+def _training_part(output: str) -> str:
+    """The part of the differences line after 'and in how it trains:' ('' when absent)."""
+    line = next(line for line in output.splitlines()
+                if line.startswith(("differs from the reference", "reference: every value")))
+    return line.partition("; and in how it trains: ")[2]
+
+
+def test_the_out_of_vocabulary_rows_are_counted_for_the_model_at_hand(resolved, preprocessed, criteo):
+    fields = 26
+    said = _training_part(resolved("--data", preprocessed, "--model", "DeepFM")[2])
+    assert f"an out-of-vocabulary row in each of the {fields} fields' tables (+26 rows, +286 parameters = 26 x 11" \
+        in said                                                    # 26 x (embedding dim 10 + 1 linear)
+    said = _training_part(resolved("--data", preprocessed, "--model", "DeepFM", "--sparse_embed_dim", "16")[2])
+    assert "+442 parameters = 26 x 17" in said
+    said = _training_part(resolved("--data", preprocessed, "--model", "lr")[2])
+    assert "+26 parameters = 26 x 1" in said                      # LR: the linear table only
+    assert "out-of-vocabulary" not in _training_part(resolved("--data", criteo)[2])   # no OOV ids recorded
+
+
+def test_the_published_command_differs_only_in_how_the_engine_trains(resolved, preprocessed):
+    args = ("--data", preprocessed, "--dataset", "criteo_kaggle", "--model", "DeepFM", "--lr_embed", "1e-4",
+            "--warmup", "1", "--init_stddev", "1e-2", "--clip", "1", "--bound", "1e-5", "--bs", "1024",
+            "--l2", "128e-05", "--lr", "90.5096e-4", "--log_freq", "100", "--seed", "1234")
+    cfg, code, output = resolved(*args)
+    assert code == 0, output
+    assert "reference: every value equals what the reference train.py uses for this command line" in output
+    said = _training_part(output).split("; ")
+    assert [item.split(" (")[0] for item in said] == [
+        "an out-of-vocabulary row in each of the 26 fields' tables",
+        "embedding init from --seed 1234 with NumPy",
+        "loss form exact logistic on logits, float64 optimizer constants"]
+    assert "seed 2020 whatever --seed" in said[1] and "--loss-form keras" in said[2]
+    said = _training_part(resolved(*args, "--loss-form", "keras")[2])
+    assert "loss form" not in said and "embedding init from --seed 1234" in said
+
+
+@pytest.mark.parametrize("args,present", [
+    (["--l2", "0", "--clip", "1"], True),
+    (["--l2", "0", "--clip", "0.5", "--bs", "4096"], True),
+    (["--l2", "0"], False),                                  # the baseline: no CowClip
+    (["--l2", "0", "--clip", "0"], False),
+    (["--l2", "1e-5", "--clip", "1"], False),
+    (["--bs", "4096"], False),                               # the rule's l2 is not 0
+    (["--l2", "0", "--clip", "1", "--model", "lr"], False),  # no embedding table to clip
+])
+def test_the_untested_sparse_branch_is_named_exactly_when_l2_is_0_and_cowclip_is_on(resolved, criteo, args,
+                                                                                   present):
+    cfg, code, output = resolved("--data", criteo, *args)
+    assert code == 0, output
+    said = _training_part(output)
+    assert ("its clip.py takes its untested branch" in said) is present, said
+    if present:
+        assert "each occurrence clipped alone to r * ||w_k||: no cnt_k, no floor" in said
+        assert "while here Algorithm 1" in said
+
+
+@pytest.mark.parametrize("args,said", [
+    (["--bs", "512"], "CowClip below the base batch: --bs 512 < --base-bs 1024, so the cowclip rule scales DOWN "
+                      "lr x sqrt(s), l2 x s with s = 512/1024 = 0.5"),
+    (["--bs", "256", "--lr", "1e-3"], "the cowclip rule scales DOWN l2 x s with s = 256/1024 = 0.25"),
+    (["--bs", "512", "--scale-rule", "sqrt"], "the sqrt rule scales DOWN lr x sqrt(s), lr_embed x sqrt(s)"),
+    (["--bs", "512", "--scale-rule", "linear", "--lr_embed", "1e-4"], "the linear rule scales DOWN lr x s with"),
+])
+def test_a_batch_below_the_base_batch_says_the_rule_scales_down(resolved, criteo, args, said):
+    cfg, code, output = resolved("--data", criteo, *args)
+    assert code == 0, output
+    assert said in _training_part(output)
+
+
+@pytest.mark.parametrize("args", [["--bs", "2048"], ["--bs", "512", "--scale-rule", "none"],
+                                  ["--bs", "512", "--lr", "1e-3", "--l2", "1e-5"], []])
+def test_no_scaling_down_is_said_when_nothing_is_scaled_down(resolved, criteo, args):
+    assert "below the base batch" not in _training_part(resolved("--data", criteo, *args)[2])
+
+
+def test_a_warmup_of_zero_updates_and_the_engines_own_options_are_said(resolved, criteo):
+    # 1,800 training rows: --bs 1500 gives int(1800 / 1500) = 1 whole batch an epoch
+    said = _training_part(resolved("--data", criteo, "--bs", "1500", "--warmup", "0.5")[2])
+    assert "warmup 0.5 is int(0.5 * 1) = 0 updates: the reference's PolynomialDecay divides 0 by 0" in said
+    for args in (["--bs", "1500", "--warmup", "1"], ["--bs", "1500", "--warmup", "0"],
+                 ["--bs", "512", "--warmup", "0.5"]):
+        assert "PolynomialDecay" not in _training_part(resolved("--data", criteo, *args)[2]), args
+    said = _training_part(resolved("--data", criteo, "--max-steps", "7")[2])
+    assert "max_steps 7 (reference: every step of every epoch)" in said
+    assert "max_steps" not in _training_part(resolved("--data", criteo)[2])
+
+
+def test_the_models_the_reference_does_not_build_are_said(resolved, criteo):
+    assert "train.py builds no model for it and stops with a NameError" in \
+        _training_part(resolved("--data", criteo, "--model", "LR")[2])
+    assert "model dcnv2full, full-rank DCN-v2 (reference: none" in \
+        _training_part(resolved("--data", criteo, "--model", "dcnv2full")[2])
+    for name in ("DeepFM", "WD", "DCN", "DCNv2", "FM"):
+        assert "model " not in _training_part(resolved("--data", criteo, "--model", name)[2]).split(";")[0], name
+
+
+def test_early_stopping_is_said(resolved, tmp_path):
+    from dataio.synthetic import generate
+
+    data = generate(tmp_path / "with_valid", rows=600, seed=2, min_vocab=3, max_vocab=20, valid_fraction=0.1)
+    said = _training_part(resolved("--data", str(data), "--early-stop", "3")[2])
+    assert "early_stop 3 (reference: none, it reports the last epoch's test metrics)" in said
+    assert "early_stop" not in _training_part(resolved("--data", str(data))[2])
+
+
 def test_a_batch_below_the_base_says_the_rule_scales_down(resolved, criteo):
     cfg, code, output = resolved("--data", criteo, "--bs", "32")
     assert code == 0, output
@@ -172,3 +293,21 @@ def test_a_batch_below_the_base_says_the_rule_scales_down(resolved, criteo):
     assert "CowClip below the base batch: --bs 32 < --base-bs 1024" in line and "DOWN" in line
     cfg, code, output = resolved("--data", criteo, "--bs", "2048")
     assert code == 0 and "below the base batch" not in output
+
+
+def test_a_train_split_too_large_for_memory_says_its_windowed_shuffle(resolved, criteo, monkeypatch):
+    from dataio.reader import BatchReader
+    from engine.run import reference
+
+    assert "batch order" not in _training_part(resolved("--data", criteo)[2])    # 1,800 rows: shuffled in memory
+    small = 1000     # bytes: the 1,800-row split no longer fits, as full Criteo (about 6.6 GB) does not fit 4 GiB
+    monkeypatch.setattr(reference, "IN_MEMORY_BYTES", small)
+    said = _training_part(resolved("--data", criteo)[2])
+    assert "batch order: the train split (0.0 GB) is over the 0 GiB shuffled in memory" in said
+    assert "shuffles 4 shards' rows at a time (reference: Keras fit shuffles all rows every epoch)" in said
+    assert not BatchReader(criteo, "train", 32, in_memory_bytes=small).in_memory     # the reader agrees
+    # full Criteo: 45,840,617 rows less ceil(10 %) for test; 26 ids, 13 features and a label a row
+    monkeypatch.setattr(reference, "IN_MEMORY_BYTES", 4 << 30)
+    criteo_meta = {"splits": {"train": {"rows": 41_256_555}}, "sparse_features": [{}] * 26, "dense_features": [{}] * 13}
+    assert reference._windowed_shuffle(criteo_meta)[0].startswith(
+        "batch order: the train split (6.6 GB) is over the 4 GiB shuffled in memory")

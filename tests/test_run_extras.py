@@ -2,7 +2,11 @@
 --profile, the model line, the ETA, learning-curve plots and -h on every entry point."""
 import json
 import math
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -131,7 +135,25 @@ def test_log_profile_and_model_line(with_valid, tmp_path, monkeypatch):
         assert last[f"norm.weight.{name}"] == pytest.approx(np.linalg.norm(w.astype(np.float64)), rel=1e-9)
         assert last[f"norm.m.{name}"] == pytest.approx(np.linalg.norm(state.m[name].astype(np.float64)), rel=1e-9)
         assert last[f"norm.v.{name}"] == pytest.approx(np.linalg.norm(state.v[name].astype(np.float64)), rel=1e-9)
-        assert last[f"norm.grad.{name}"] >= 0.0
+        assert 0.0 < last[f"norm.grad.{name}"] < math.inf      # every parameter got a gradient (values: below)
+
+
+def test_parameter_norms_worked_by_hand():
+    from engine.layers.embedding import RowGrad
+    from engine.optim import AdamState
+    from engine.run.report import parameter_norms
+
+    params = {"w": np.array([3.0, 4.0]), "t": np.array([[1.0, 2.0], [2.0, 4.0], [0.0, 0.0]], dtype=np.float32)}
+    # a table's gradient is its batch rows: ids 0 and 2, rows (6, 8) and (0, 0)
+    grads = {"w": np.array([0.0, -2.0]), "t": RowGrad(np.array([0, 2]), np.array([[6.0, 8.0], [0.0, 0.0]]),
+                                                       np.array([1, 3]))}
+    state = AdamState({"w": np.array([1.0, 0.0]), "t": np.full((3, 2), 0.5)},
+                      {"w": np.zeros(2), "t": np.ones((3, 2))}, 1)
+    norms = parameter_norms(params, grads, state)
+    assert norms == {"norm.weight.w": 5.0, "norm.grad.w": 2.0, "norm.m.w": 1.0, "norm.v.w": 0.0,
+                     "norm.weight.t": 5.0, "norm.grad.t": 10.0,                  # sqrt(1 + 4 + 4 + 16), sqrt(36 + 64)
+                     "norm.m.t": pytest.approx(math.sqrt(1.5), rel=1e-15),      # sqrt(6 * 0.25)
+                     "norm.v.t": pytest.approx(math.sqrt(6.0), rel=1e-15)}
 
 
 def test_eta_and_the_compile_notice(tmp_path):
@@ -160,14 +182,46 @@ def test_plot_draws_runs_overlaid(with_valid, tmp_path):
     assert bad.exit_code != 0 and "metrics.jsonl: not found" in bad.output and "Traceback" not in bad.output
 
 
-@pytest.mark.parametrize("module,command", [("engine.evaluate", "main"), ("engine.train", "main"),
-                                            ("engine.plot", "main"), ("validate.audit.gradcheck", "cli"),
-                                            ("validate.audit.explain", "main"), ("validate.study.scaling", "main"),
-                                            ("validate.study.seeds", "main")])
-@pytest.mark.parametrize("flag", ["-h", "--help"])
-def test_help_on_every_entry_point(module, command, flag):
-    import importlib
+ENTRY_PACKAGES = ("dataio", "engine", "models", "validate")
+REPO = Path(__file__).resolve().parents[1]
 
-    result = CliRunner().invoke(getattr(importlib.import_module(module), command), [flag])
-    assert result.exit_code == 0 and result.output.startswith("Usage:"), result.output
-    assert "checks, worst" not in result.output            # gradcheck's --help does not run the check
+
+def entry_point_modules() -> list:
+    """Every module of the packages that runs as `python -m` (has an `if __name__ == "__main__":` block)."""
+    found = []
+    for package in ENTRY_PACKAGES:
+        for path in sorted((REPO / package).rglob("*.py")):
+            if re.search(r'^if __name__ == "__main__":', path.read_text(encoding="utf-8"), re.MULTILINE):
+                found.append(".".join(path.relative_to(REPO).with_suffix("").parts))
+    return found
+
+
+# runs `python -m MODULE FLAG` for both flags in one interpreter: -> {flag: [exit code, stdout]}
+HELP_PROBE = r"""
+import contextlib, io, json, runpy, sys
+module, answers = sys.argv[1], {}
+for flag in ("-h", "--help"):
+    sys.argv, out, code = [module, flag], io.StringIO(), None
+    with contextlib.redirect_stdout(out):
+        try:
+            runpy.run_module(module, run_name="__main__", alter_sys=True)
+        except SystemExit as exit:
+            code = exit.code
+    answers[flag] = [code, out.getvalue()]
+print(json.dumps(answers))
+"""
+
+
+def test_the_entry_point_walk_finds_the_documented_commands():
+    assert {"engine.train", "engine.evaluate", "engine.plot", "dataio.preprocess", "validate.audit.gradcheck",
+            "validate.audit.explain", "validate.study.scaling", "validate.speed.bench"} <= set(entry_point_modules())
+
+
+@pytest.mark.parametrize("module", entry_point_modules())
+def test_help_on_every_entry_point(module):
+    result = subprocess.run([sys.executable, "-c", HELP_PROBE, module], cwd=REPO, capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    for flag, (code, output) in json.loads(result.stdout.splitlines()[-1]).items():
+        assert code in (0, None) and output.startswith(f"Usage: python -m {module} "), (flag, code, output)
+        assert "checks, worst" not in output            # gradcheck's --help does not run the check

@@ -15,8 +15,8 @@ def test_cpu_kernel_equals_reference(dtype, exact):
     vocab = 1000
     ids = _zipf_ids(rng, 5000, vocab)             # id 0 repeated hundreds of times, a long tail seen once
     src = rng.normal(size=(ids.size, 7)).astype(dtype)
-    unique, inverse, counts = sa.index_ids_reference(ids, vocab)
-    expected = sa.scatter_add_rows_reference(inverse, src, unique.size)
+    unique, inverse, counts = sa.index_ids_numpy(ids, vocab)
+    expected = sa.scatter_add_rows_numpy(inverse, src, unique.size)
     u2, inv2, c2 = sa.IdIndexer()(ids, vocab)
     rows = sa.scatter_add_rows_cpu(inv2, src, u2.size)
     order = np.argsort(u2)
@@ -37,5 +37,5 @@ def test_indexer_reuses_its_workspace_cleanly():
 
 
 def test_reference_keeps_repeated_ids():
-    rows = sa.scatter_add_rows_reference(np.array([0, 0, 1]), np.ones((3, 2)), 2)
+    rows = sa.scatter_add_rows_numpy(np.array([0, 0, 1]), np.ones((3, 2)), 2)
     assert rows.tolist() == [[2.0, 2.0], [1.0, 1.0]]

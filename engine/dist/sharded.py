@@ -13,7 +13,7 @@ One step, on every rank:
               (all-to-all, in the order of the forward, so ids are not sent twice)
               owners merge what every rank sent, in rank order, with merge_row_grads (as the
               replicated path and --accum do): global cnt_k and g_k for every owned row
-    update    engine.step.apply_gradients on the local view {dense weights, shards} with local
+    update    engine.step.apply_gradients on the local view {weights, shards} with local
               row ids: L2, CowClip and Adam are per row, and each row has one owner, so the result
               is the replicated update, row for row. In dense mode the table-wide Adam moves
               every row of each shard: each rank does 1/N of that work.

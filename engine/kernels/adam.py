@@ -62,14 +62,14 @@ def update_table_row(table, m, v, r, u, row_grads, l2, clip_absent, absent_ratio
 # NumPy reference (in place, like the kernels)
 
 
-def adam_rows_reference(table, m, v, ids, row_grads, lr_t, beta1, beta2, eps):
+def adam_rows_numpy(table, m, v, ids, row_grads, lr_t, beta1, beta2, eps):
     g = row_grads
     m[ids] = beta1 * m[ids] + (1.0 - beta1) * g
     v[ids] = beta2 * v[ids] + (1.0 - beta2) * g * g
     table[ids] -= lr_t * m[ids] / (np.sqrt(v[ids]) + eps)
 
 
-def adam_table_reference(table, m, v, ids, row_grads, l2, clip_absent, absent_ratio, absent_floor,
+def adam_table_numpy(table, m, v, ids, row_grads, l2, clip_absent, absent_ratio, absent_floor,
                          lr_t, beta1, beta2, eps):
     g = 2.0 * l2 * table                                            # (V, K)
     if clip_absent:  # engine.cowclip.absent_row_scale, vectorised

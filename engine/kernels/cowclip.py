@@ -1,5 +1,6 @@
-"""CowClip's per-row clip, fused with the row norms: implements `engine.cowclip.cowclip`
-(Algorithm 1 of arXiv 2204.06240), whose per-row rule is `engine.cowclip.clip_scale`.
+"""CowClip's per-row clip, fused with the row norms: the backend entry `cowclip_rows` that
+`engine.cowclip.clip_rows` calls (Algorithm 1 of arXiv 2204.06240), whose per-row rule is
+`engine.cowclip.clip_scale`.
 
 Symbols: U = unique ids in the batch, K = embedding dim, V = table rows.
 
@@ -12,16 +13,18 @@ cnt_k its number of occurrences:
 `ratio` and `floor` come from `engine.cowclip.clip_constants`, which maps the paper's (r, zeta)
 and the reference code's (r, bound) onto them.
 
-Layout: NumPy reference, Numba CPU version, Numba CUDA version with its launcher. The CPU and
-CUDA kernels call `engine.cowclip.clip_scale`, so their arithmetic is the same lines.
+Layout: NumPy form (`clip_scales`, the vectorised `clip_scale`), Numba CPU version, Numba CUDA
+version; each is the backend entry cowclip_rows(row_grads, table, ids, counts, ratio, floor) ->
+scales. The CPU and CUDA kernels call `engine.cowclip.clip_scale`, so their arithmetic is the same
+lines.
 """
 import math
 
 import numba
 import numpy as np
 
-from engine.cowclip import clip_scale
-from engine.kernels.common import cuda, float64, for_cuda, launch
+from engine.cowclip import clip_scale, clip_scales
+from engine.kernels.common import array_module_of, cuda, float64, for_cuda, launch
 
 
 @numba.njit(cache=True)
@@ -40,28 +43,33 @@ def clip_row(row_grads, table, ids, counts, ratio, floor, scales, u):
 
 
 # --------------------------------------------------------------------------------------------
-# NumPy reference
+# NumPy: engine.cowclip.clip_scales on the rows' norms
 
 
-def cowclip_rows_reference(row_grads, table, ids, counts, ratio: float, floor: float):
-    """row_grads [U, K], table [V, K], ids [U], counts [U] -> (clipped [U, K], scales [U]);
-    engine.cowclip.clip_scale, vectorised."""
+def cowclip_rows_numpy(row_grads, table, ids, counts, ratio: float, floor: float):
+    """row_grads [U, K] clipped in place, table [V, K], ids [U], counts [U] -> scales [U]."""
     weight_norm = np.linalg.norm(table[ids].astype(np.float64), axis=1)   # (U,)
     grad_norm = np.linalg.norm(row_grads.astype(np.float64), axis=1)      # (U,)
-    threshold = counts * np.maximum(ratio * weight_norm, floor)           # (U,)
-    binds = grad_norm > threshold
-    scales = np.where(binds, threshold / np.where(binds, grad_norm, 1.0), 1.0)
-    return (row_grads * scales[:, None]).astype(row_grads.dtype), scales
+    scales = clip_scales(grad_norm, weight_norm, counts, ratio, floor)
+    row_grads[...] = row_grads * scales[:, None]
+    return scales
 
 
 # --------------------------------------------------------------------------------------------
-# Numba CPU: clips row_grads in place, writes scales [U].
+# Numba CPU: threads over the rows
 
 
 @numba.njit(parallel=True, cache=True)
-def cowclip_rows_cpu(row_grads, table, ids, counts, ratio, floor, scales):
+def _cowclip_rows_cpu(row_grads, table, ids, counts, ratio, floor, scales):
     for u in numba.prange(row_grads.shape[0]):
         clip_row(row_grads, table, ids, counts, ratio, floor, scales, u)
+
+
+def cowclip_rows_cpu(row_grads, table, ids, counts, ratio: float, floor: float):
+    """As cowclip_rows_numpy."""
+    scales = np.empty(row_grads.shape[0], dtype=np.float64)
+    _cowclip_rows_cpu(row_grads, table, ids, counts, float(ratio), float(floor), scales)
+    return scales
 
 
 # --------------------------------------------------------------------------------------------
@@ -78,5 +86,9 @@ def _cowclip_rows_kernel(row_grads, table, ids, counts, ratio, floor, scales):
         _clip_row_device(row_grads, table, ids, counts, ratio, floor, scales, u)
 
 
-def cowclip_rows_cuda(row_grads, table, ids, counts, ratio, floor, scales):
-    launch(_cowclip_rows_kernel, row_grads.shape[0], row_grads, table, ids, counts, ratio, floor, scales)
+def cowclip_rows_cuda(row_grads, table, ids, counts, ratio: float, floor: float):
+    """As cowclip_rows_numpy, on the device's arrays."""
+    scales = array_module_of(row_grads).empty(row_grads.shape[0], dtype=np.float64)
+    launch(_cowclip_rows_kernel, row_grads.shape[0], row_grads, table, ids, counts, float(ratio), float(floor),
+           scales)
+    return scales

@@ -6,9 +6,10 @@ Symbols: B batch, I input width, H layer width.
     relu_mask_bias_grad(dy, y, out) out <- dy * [y > 0] (out may be dy); db = sum_b out  -> db (H,)
     dense_input_grad(dy, W)         dx = dy W^T                                    -> dx (B, I)
 
-Layout: NumPy reference (any array module: also the plain CuPy form), Numba CPU versions (`@njit`,
-threads over rows), Numba CUDA versions with their launchers, and the wrappers that the backend
-table holds. The references are the kernels' test oracle (tests/test_fast_paths.py, tests/cudasim).
+Layout: NumPy forms `*_numpy` (any array module: also the plain CuPy form), Numba CPU versions
+(`@njit`, threads over rows), Numba CUDA versions with their launchers; `<entry>_<backend>` is what
+the backend table holds. The NumPy forms are the kernels' test oracle (tests/test_fast_paths.py,
+tests/cudasim).
 The bias gradient is a column sum in a fixed order on both targets (row blocks, then the blocks
 in order, in float64): the same bits on every run."""
 import numba
@@ -20,20 +21,20 @@ ROW_BLOCK = 2048        # rows per task: enough work per thread, a small partial
 
 
 # --------------------------------------------------------------------------------------------
-# NumPy reference (two passes each; any array module)
+# NumPy forms (two passes each; any array module)
 
 
-def bias_relu_reference(y, b):
+def bias_relu_numpy(y, b):
     y += b
     return array_module_of(y).maximum(y, 0, out=y)
 
 
-def relu_mask_bias_grad_reference(dy, y, out):
+def relu_mask_bias_grad_numpy(dy, y, out):
     array_module_of(dy).multiply(dy, y > 0, out=out)
     return out.sum(axis=0)
 
 
-def dense_input_grad_reference(dy, W):
+def dense_input_grad_numpy(dy, W):
     return dy @ W.T
 
 
@@ -42,7 +43,7 @@ def dense_input_grad_reference(dy, W):
 
 
 @numba.njit(parallel=True, cache=True)
-def bias_relu_cpu(y, b):
+def _bias_relu_cpu(y, b):
     """In place: y (B, H) <- max(y + b, 0)."""
     B, H = y.shape
     for r in numba.prange(B):
@@ -53,7 +54,7 @@ def bias_relu_cpu(y, b):
 
 
 @numba.njit(parallel=True, cache=True)
-def relu_backward_bias_grad_cpu(dy, y, out):
+def relu_mask_bias_grad_cpu(dy, y, out):
     """out (B, H) <- dy * [y > 0] (out may be dy itself); returns db = sum over rows of out, (H,).
     Each row block sums into its own row of `partial` in float64, then the blocks are added."""
     B, H = dy.shape
@@ -85,8 +86,8 @@ def outer_cpu(u, w, out):
     return out
 
 
-def bias_relu_fused_cpu(y, b):
-    return bias_relu_cpu(y, b.astype(y.dtype, copy=False))
+def bias_relu_cpu(y, b):
+    return _bias_relu_cpu(y, b.astype(y.dtype, copy=False))
 
 
 def dense_input_grad_cpu(dy, W):
@@ -141,7 +142,7 @@ def _column_sums_kernel(partial, db):
         db[j] = s
 
 
-def bias_relu_fused_cuda(y, b):
+def bias_relu_cuda(y, b):
     """In place, one launch: y (B, H) <- max(y + b, 0)."""
     launch(_bias_relu_kernel, y.size, y, b.astype(y.dtype, copy=False))
     return y

@@ -10,8 +10,8 @@ linear table), V = table rows, U = unique ids in the batch.
 `rows` is the gradient of the table restricted to the ids that occur, so no [V, C] array is
 ever made; `counts` is what CowClip multiplies its threshold by (Algorithm 1, cnt_k).
 
-Layout: NumPy reference, Numba CPU version, Numba CUDA version with its launcher.
-The NumPy reference returns ids sorted; the Numba CPU version returns them in order of first
+Layout: NumPy form (`*_numpy`, the test oracle), Numba CPU version, Numba CUDA version with its
+launcher. The NumPy form returns ids sorted; the Numba CPU version returns them in order of first
 occurrence (it needs no sort). Both sum each row in the order of the batch, so their float64
 results are equal once aligned by id. The CUDA version sums each row in float64 in a fixed order
 (no atomics): bitwise reproducible, within the error bound stated above its kernels.
@@ -22,16 +22,16 @@ import numpy as np
 from engine.kernels.common import THREADS_PER_BLOCK, array_module_of, cuda, float64, launch
 
 # --------------------------------------------------------------------------------------------
-# NumPy reference (the test oracle)
+# NumPy form (the test oracle)
 
 
-def index_ids_reference(ids: np.ndarray, num_rows: int):
+def index_ids_numpy(ids: np.ndarray, num_rows: int):
     """ids [N] -> (unique [U] sorted, inverse [N], counts [U])."""
     unique, inverse, counts = np.unique(ids, return_inverse=True, return_counts=True)
     return unique.astype(np.int64), inverse.astype(np.int64), counts.astype(np.int64)
 
 
-def scatter_add_rows_reference(inverse: np.ndarray, src: np.ndarray, num_unique: int) -> np.ndarray:
+def scatter_add_rows_numpy(inverse: np.ndarray, src: np.ndarray, num_unique: int) -> np.ndarray:
     """src [N, C] -> rows [U, C]; np.add.at keeps repeated ids (rows[inverse] += src would not)."""
     rows = np.zeros((num_unique, src.shape[1]), dtype=src.dtype)
     np.add.at(rows, inverse, src)

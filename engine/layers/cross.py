@@ -1,13 +1,18 @@
 """Cross networks of DCN, DCN-v2 and DCN-Mix. Symbols: B batch, d input width (F*K + D),
-E experts, r low rank. x0 is the network's input, xl the output of layer l, both (B, d).
+E experts, R low rank. x0 is the network's input, xl the output of layer l, both (B, d).
 
 v1 (DCN, "vector"):          x_{l+1} = x0 * (xl . w_l) + b_l + xl          w_l, b_l (d,)
 v2 (DCN-v2, full rank):      x_{l+1} = x0 * (xl W_l^T + b_l) + xl          W_l (d, d), b_l (d,)
 mix (DCN-Mix, the reference's "DCNv2"): per layer, E low-rank experts mixed by a softmax gate,
     a_e = tanh(xl V_e)   c_e = tanh(a_e C_e^T)   o_e = x0 * (c_e U_e^T + b_l)
     p   = softmax_e(xl G)                       x_{l+1} = sum_e p_e * o_e + xl
-    U_e, V_e (d, r), C_e (r, r), b_l (d,); the gate G (d, E) is shared by all layers (DeepCTR
+    U_e, V_e (d, R), C_e (R, R), b_l (d,); the gate G (d, E) is shared by all layers (DeepCTR
     makes one Dense(1, no bias) per expert and applies it at every layer).
+
+U, V and C here are an expert's matrices as the DCN-v2 paper (Wang et al. 2021) and DeepCTR name
+them, kept because they are the parameter names cross.{l}.U/V/C: V_e projects down to rank R,
+C_e mixes within it, U_e projects back up. They are not the project's U (unique ids of a batch),
+V (table rows) or C (columns of a gradient row); R (ModelConfig.low_rank) is not CowClip's r.
 """
 from dataio.arrays import array_module_of
 
@@ -82,7 +87,7 @@ def _softmax(scores):
 
 
 def cross_mix_forward(x0, Us, Vs, Cs, bs, gate):
-    """x0 (B, d); per layer U, V (E, d, r), C (E, r, r), b (d,); gate (d, E) -> out (B, d)."""
+    """x0 (B, d); per layer U, V (E, d, R), C (E, R, R), b (d,); gate (d, E) -> out (B, d)."""
     xp = array_module_of(x0)
     xl = x0
     caches = []
@@ -91,8 +96,8 @@ def cross_mix_forward(x0, Us, Vs, Cs, bs, gate):
         experts = []
         mixed = xp.zeros_like(x0)
         for e in range(U.shape[0]):
-            a = xp.tanh(xl @ V[e])                    # (B, r)
-            c = xp.tanh(a @ C[e].T)                   # (B, r)
+            a = xp.tanh(xl @ V[e])                    # (B, R)
+            c = xp.tanh(a @ C[e].T)                   # (B, R)
             inner = c @ U[e].T + b                    # (B, d)
             o = x0 * inner
             mixed += p[:, e:e + 1] * o
@@ -121,11 +126,11 @@ def cross_mix_backward(dout, cache):
             dx0 = dx0 + do * inner
             dinner = do * x0                          # (B, d)
             db = db + dinner.sum(axis=0)
-            dU[e] = dinner.T @ c                      # (d, r)
-            dpre_c = (dinner @ U[e]) * (1 - c * c)    # (B, r)
-            dC[e] = dpre_c.T @ a                      # (r, r)
-            dpre_a = (dpre_c @ C[e]) * (1 - a * a)    # (B, r)
-            dV[e] = xl.T @ dpre_a                     # (d, r)
+            dU[e] = dinner.T @ c                      # (d, R)
+            dpre_c = (dinner @ U[e]) * (1 - c * c)    # (B, R)
+            dC[e] = dpre_c.T @ a                      # (R, R)
+            dpre_a = (dpre_c @ C[e]) * (1 - a * a)    # (B, R)
+            dV[e] = xl.T @ dpre_a                     # (d, R)
             dxl = dxl + dpre_a @ V[e].T
         dscores = p * (dp - (dp * p).sum(axis=1, keepdims=True))  # softmax backward, (B, E)
         dgate += xl.T @ dscores

@@ -7,12 +7,12 @@
     d fm[b] / d e[b, f, k] = sum_g e[b, g, k] - e[b, f, k]
 
 The plain forms below are the math and the fused kernels' test oracle. `fm_forward` and
-`fm_backward` run the backend's entries of the same name when given a backend (`kernels`: plain
-on `numpy`, fused kernels on `cpu` and `cuda`; engine/backend.py), else the plain forms.
+`fm_backward` run the backend's entries of the same name (`kernels`: these plain forms on
+`numpy`, fused kernels on `cpu` and `cuda`; engine/backend.py).
 """
 
 
-def fm_forward_plain(emb):
+def fm_forward_numpy(emb):
     """emb (B, F, K) -> out (B,)."""
     field_sum = emb.sum(axis=1)                       # (B, K)
     square_of_sum = field_sum * field_sum             # (B, K)
@@ -21,7 +21,7 @@ def fm_forward_plain(emb):
     return out, (emb, field_sum)
 
 
-def fm_backward_plain(dout, cache, add=None):
+def fm_backward_numpy(dout, cache, add=None):
     """dout (B,) -> demb (B, F, K), plus `add` (B, F, K) when given."""
     emb, field_sum = cache
     demb = field_sum[:, None, :] - emb                # (B, F, K)
@@ -31,11 +31,11 @@ def fm_backward_plain(dout, cache, add=None):
     return demb
 
 
-def fm_forward(emb, kernels=None):
+def fm_forward(emb, kernels):
     """emb (B, F, K) -> (out (B,), cache)."""
-    return (kernels.fm_forward if kernels is not None else fm_forward_plain)(emb)
+    return kernels.fm_forward(emb)
 
 
-def fm_backward(dout, cache, add=None, kernels=None):
-    """dout (B,) -> demb (B, F, K), plus `add` when given."""
-    return (kernels.fm_backward if kernels is not None else fm_backward_plain)(dout, cache, add)
+def fm_backward(dout, cache, add, kernels):
+    """dout (B,) -> demb (B, F, K), plus `add` unless it is None."""
+    return kernels.fm_backward(dout, cache, add)

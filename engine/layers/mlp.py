@@ -5,11 +5,10 @@ Symbols: B batch, I input width, H hidden width.
     relu:   y = max(x, 0)          dx = dy * [x > 0]
     dropout (training only): y = x * mask / (1 - rate),  mask ~ Bernoulli(1 - rate)
 
-`kernels` (optional everywhere): a backend (engine/backend.py) whose entries bias_relu,
-relu_mask_bias_grad and dense_input_grad run the elementwise ends and dx (fused kernels on `cpu`
-and `cuda`); without one, the plain forms of engine/kernels/dense.py run.
+`kernels`: a backend (engine/backend.py) whose entries bias_relu, relu_mask_bias_grad and
+dense_input_grad run the elementwise ends and dx (the plain forms of engine/kernels/dense.py on
+`numpy`, fused kernels on `cpu` and `cuda`).
 """
-from engine.kernels import dense as plain
 from dataio.arrays import array_module_of
 
 
@@ -21,10 +20,10 @@ def dense_forward(x, W, b):
     return y, (x, W)
 
 
-def dense_backward(dy, cache, db=None, kernels=None):
-    """dy (B, H) -> (dx (B, I), dW (I, H), db (H,)); db is summed here unless given."""
+def dense_backward(dy, cache, db, kernels):
+    """dy (B, H) -> (dx (B, I), dW (I, H), db (H,)); db is summed here when None."""
     x, W = cache
-    dx = (kernels.dense_input_grad if kernels is not None else plain.dense_input_grad_reference)(dy, W)
+    dx = kernels.dense_input_grad(dy, W)
     # dW = x^T dy, computed as (dy^T x)^T: the same numbers; with an older OpenBLAS the (H, I)
     # product ran 2-7x faster than the (I, H) one at B = 1e5 (0.3.31 runs both alike)
     dW = (dy.T @ x).T                                 # (I, H), a transposed view
@@ -43,23 +42,22 @@ def relu_backward(dy, y, out=None):
     return array_module_of(dy).multiply(dy, y > 0, out=out)
 
 
-def dense_relu_forward(x, W, b, kernels=None):
+def dense_relu_forward(x, W, b, kernels):
     """relu(x W + b) -> (y, dense_cache, relu_cache): the bias and the ReLU in one call, in place
     on the fresh product; the ReLU's cache is y itself (see relu_forward)."""
     y, dense_cache = dense_forward(x, W, None)
-    (kernels.bias_relu if kernels is not None else plain.bias_relu_reference)(y, b)
+    kernels.bias_relu(y, b)
     return y, dense_cache, y
 
 
-def relu_dense_backward(dy, dense_cache, relu_cache, owned: bool, kernels=None):
+def relu_dense_backward(dy, dense_cache, relu_cache, owned: bool, kernels):
     """The backward of dense_relu_forward: -> (dx, dW, db). `owned`: dy may be overwritten."""
     out = dy if owned else array_module_of(dy).empty_like(dy)
-    mask_bias_grad = kernels.relu_mask_bias_grad if kernels is not None else plain.relu_mask_bias_grad_reference
-    db = mask_bias_grad(dy, relu_cache, out)
+    db = kernels.relu_mask_bias_grad(dy, relu_cache, out)
     return dense_backward(out, dense_cache, db, kernels)
 
 
-def mlp_forward(x, weights, biases, dropout_rate: float = 0.0, rng=None, kernels=None):
+def mlp_forward(x, weights, biases, dropout_rate: float, rng, kernels):
     """x (B, I) -> h (B, H_last) through len(weights) Dense+ReLU(+dropout) layers."""
     caches = []
     h = x
@@ -75,7 +73,7 @@ def mlp_forward(x, weights, biases, dropout_rate: float = 0.0, rng=None, kernels
     return h, caches
 
 
-def mlp_backward(dh, caches, kernels=None):
+def mlp_backward(dh, caches, kernels):
     """dh (B, H_last) -> (dx (B, I), [dW...], [db...]), layers in reverse order."""
     dweights, dbiases = [], []
     owned = False                                   # dh is the caller's until we make a new one

@@ -20,7 +20,7 @@ from engine.run.options import COUNT, NON_NEGATIVE, POSITIVE_INT, PROBABILITY_BE
 from engine.run.process import SingleProcess
 from engine.run.report import auc_text, number_text
 from engine.run.tensorboard import check_tensorboard
-from engine.scaling import CLI_RULES
+from engine.scaling import CLI_SCALE_RULES
 
 def _both(name: str, *more, **kwargs):
     """An option spelled as the reference does (--lr_embed) and with dashes (--lr-embed)."""
@@ -57,10 +57,14 @@ def _both(name: str, *more, **kwargs):
             "makes the split; default: the recorded one). The reference's highfreq is not offered: its "
             "data_utils.py never makes it")
 @_both("device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
-@_both("scale_rule", default="auto", show_default=True, type=click.Choice(list(CLI_RULES)),
+@_both("scale_rule", default="auto", show_default=True, type=click.Choice(list(CLI_SCALE_RULES)),
        help="auto: the reference train.py's defaults when --bs equals --base-bs, else cowclip; "
             "none | sqrt | linear | cowclip: scale from the dataset's base at --base-bs")
 @_both("base_bs", default=1024, show_default=True, type=POSITIVE_INT)
+@_both("loss_form", default="exact", show_default=True, type=click.Choice(["exact", "keras"]),
+       help="exact: the logistic loss on logits; keras: for step-by-step comparison with the reference, "
+            "Keras's cross-entropy on probabilities clipped to [1e-7, 1 - 1e-7] (no gradient outside) and "
+            "TF's float32 lr, lr_embed, betas and warm-up")
 @_both("embed_optim", default="dense", show_default=True, type=click.Choice(["dense", "lazy"]),
        help="dense: the reference's table-wide L2 and Adam on every row; lazy: only the batch's rows")
 @_both("out", default=None, help="run directory (default runs/<model>-bs<bs>-<time>)")

@@ -11,8 +11,9 @@ import time
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from engine.scaling import (DATASET_BASES, REFERENCE_DEFAULTS, default_init_stddev, format_hyperparameters,
-                            resolve_auto, scale_hyperparameters)
+from engine.run.reference import differences_line
+from engine.scaling import (DATASET_BASES, default_init_stddev, format_hyperparameters, resolve_auto,
+                            scale_hyperparameters)
 from models import canonical_model_name
 
 SYNTHETIC_EPOCHS = 4      # the built-in data set: the default job must end within 10 minutes on 2 cores
@@ -60,6 +61,7 @@ class RunConfig:
     shard_tables: bool = False        # row-sharded tables over the ranks
     ranks: int = 1                    # N, recorded so that --resume runs on as many
     check_replicas_every: int = 50    # digest comparison of the replicas every K steps
+    loss_form: str = "exact"          # exact | keras: Keras's clipped loss and TF's float32 optimizer constants
 
 
 def resolve(opts: dict, explicit: frozenset = frozenset()) -> tuple[RunConfig, Path]:
@@ -95,14 +97,16 @@ def resolve(opts: dict, explicit: frozenset = frozenset()) -> tuple[RunConfig, P
                     max_steps=opts["max_steps"], early_stop=opts.get("early_stop") or 0,
                     log=bool(opts.get("log")), profile=bool(opts.get("profile")), opt=opts.get("opt") or "adam",
                     dist=opts.get("dist", "none"), shard_tables=opts.get("shard_tables", False),
-                    check_replicas_every=opts.get("check_replicas_every", 50))
+                    check_replicas_every=opts.get("check_replicas_every", 50),
+                    loss_form=opts.get("loss_form") or "exact")
     out = Path(opts["out"] or f"runs/{model}-bs{opts['bs']}-{time.strftime('%Y%m%d-%H%M%S')}")
     rule = cfg.scale_rule + (f" -> {rule_used}" if cfg.scale_rule == "auto" else "")
     print(f"model {model}, batch {cfg.bs}, {epochs} epochs, scale rule {rule} from base batch "
-          f"{cfg.base_bs}, clip form {cfg.clip_form}, embedding optimizer {cfg.embed_optim}, accum {cfg.accum}")
+          f"{cfg.base_bs}, clip form {cfg.clip_form}, embedding optimizer {cfg.embed_optim}, accum {cfg.accum}, "
+          f"loss form {cfg.loss_form}")
     print(f"hyperparameters: {format_hyperparameters(hp)}  init_stddev={init_stddev:g}  "
           f"embed_dim={cfg.embed_dim}  dropout={cfg.dropout:g}  seed={cfg.seed}")
-    print(differences_line(cfg, opts))
+    print(differences_line(cfg, opts, meta))
     return cfg, out
 
 
@@ -154,45 +158,6 @@ def require_valid_split(meta: dict, data: str) -> None:
     if "valid" not in meta["splits"]:
         raise ValueError(f"--early-stop needs a 'valid' split, and {Path(data) / 'meta.json'} has only "
                          f"{sorted(meta['splits'])}; preprocess with a validation split (e.g. --preset criteo_x4)")
-
-
-def reference_values(opts: dict) -> dict:
-    """What the reference train.py would train for the same command line: its defaults, then the
-    reference flags given (ours default to None when the reference's default is a derived value)."""
-    ref = dict(REFERENCE_DEFAULTS)
-    for key in ("bs", "lr", "lr_embed", "l2", "clip", "bound", "warmup", "init_stddev", "epoch",
-                "sparse_embed_dim", "dropout", "seed"):
-        if opts.get(key) is not None:
-            ref[key] = opts[key]
-    if opts.get("log_every") is not None:
-        ref["log_freq"] = opts["log_every"]
-    return ref
-
-
-def differences_line(cfg: RunConfig, opts: dict) -> str:
-    """Every resolved value that differs from the reference train.py's for the same command line."""
-    ref = reference_values(opts)
-    ours = {**cfg.hp, "init_stddev": cfg.init_stddev, "epoch": cfg.epochs, "sparse_embed_dim": cfg.embed_dim,
-            "dropout": cfg.dropout, "seed": cfg.seed, "log_freq": cfg.log_every}
-    diffs = [f"{k} {ours[k]:.6g} (reference {ref[k]:.6g})" for k in ours
-             if k in ref and abs(float(ours[k]) - float(ref[k])) > 1e-12 * max(abs(float(ref[k])), 1e-30)]
-    ref_split = opts["split"] or REFERENCE_DEFAULTS["split"]
-    if cfg.split != ref_split:
-        diffs.append(f"split {cfg.split} (reference {ref_split}; the data was made with {cfg.split})")
-    ref_dataset = (opts["dataset"] or REFERENCE_DEFAULTS["dataset"]).lower()
-    if cfg.dataset not in ("synthetic", ref_dataset) and {cfg.dataset, ref_dataset} != {"criteo", "criteo_kaggle"}:
-        diffs.append(f"dataset {cfg.dataset} (reference {ref_dataset}, its default; from the data's meta.json)")
-    if cfg.embed_optim != "dense":
-        diffs.append(f"embed_optim {cfg.embed_optim} (reference: dense, Adam on every row)")
-    if cfg.clip_form != "reference" and cfg.hp["clip"] > 0:
-        diffs.append(f"clip_form {cfg.clip_form} (reference: its clip.py form)")
-    if cfg.bs < cfg.base_bs and cfg.scale_rule in ("auto", "cowclip"):
-        diffs.append(f"CowClip below the base batch: --bs {cfg.bs} < --base-bs {cfg.base_bs}, so the rule scales "
-                     f"lr by sqrt({cfg.bs}/{cfg.base_bs}) and l2 by {cfg.bs}/{cfg.base_bs} DOWN (give --scale-rule "
-                     f"none for the base's values unscaled, or --bs {cfg.base_bs} for the reference's defaults)")
-    if not diffs:
-        return "reference: every value equals what the reference train.py uses for this command line"
-    return "differs from the reference train.py for this command line: " + ", ".join(diffs)
 
 
 def _resumed(opts: dict, explicit: frozenset) -> tuple[RunConfig, Path]:

@@ -29,7 +29,7 @@ def batch_bytes(model, rows: int) -> int:
     F, D, K = model.schema.num_fields, model.schema.num_dense, model.config.embed_dim
     itemsize = np.dtype(model.config.dtype).itemsize
     inputs = rows * (4 * (F + D + 1) + 8 * F)                     # sparse, dense, label, int64 table rows
-    width = F * K * model.uses_embedding                          # embeddings of the batch
+    width = F * K * model.has_embed_table                         # embeddings of the batch
     names = model.param_shapes()
     if any(name.startswith("dnn.") for name in names):
         width += model.input_width + sum(model.config.dnn_hidden)

@@ -52,11 +52,11 @@ def check_train_rows(train_rows: int, bs: int, data: str) -> None:
                          f"{train_rows} or less")
 
 
-def zero_clip_warning(clip: float, bound: float, init_stddev: float, uses_embedding: bool) -> str | None:
+def zero_clip_warning(clip: float, bound: float, init_stddev: float, has_embed_table: bool) -> str | None:
     """The CowClip threshold cnt * max(r ||w||, zeta) (reference form: r cnt max(||w||, r sqrt(K) bound))
     is zero for every row when the floor is zero and the rows start at zero: the clip then zeroes every
     gradient, so the rows stay at zero for the whole run."""
-    if clip > 0 and bound == 0 and init_stddev == 0 and uses_embedding:
+    if clip > 0 and bound == 0 and init_stddev == 0 and has_embed_table:
         return ("warning: --bound 0 with --init_stddev 0 makes the CowClip threshold zero for every embedding "
                 "row, so the embeddings never move; give --bound > 0, --init_stddev > 0 or --clip 0")
     return None

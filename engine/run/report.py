@@ -80,7 +80,7 @@ def metrics_text(result: dict) -> str:
 def parameter_norms(params: dict, grads: dict, state: AdamState) -> dict:
     """--log (the reference's): per parameter, the L2 norm of the weights, of the gradient and of the
     Adam moments m and v. A table's gradient is its batch rows as Adam got them (L2 and CowClip in); a
-    dense weight's is the backward pass's (its L2 term is added inside the update)."""
+    weight's is the backward pass's (its L2 term is added inside the update)."""
     norms = {}
     for name, w in params.items():
         g = grads[name].rows if hasattr(grads[name], "rows") else grads[name]

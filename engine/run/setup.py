@@ -6,12 +6,14 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from engine.optim import AdamState
+from engine.cowclip import ClipRule
+from engine.optim import AdamState, warmup_updates
 from engine.run.checkpoint import load_checkpoint, recover_checkpoint
 from engine.run.config import RunConfig
 from engine.run.directory import truncate_metrics
 from engine.run.footprint import check_fits, estimate
 from engine.run.guards import check_train_rows, zero_clip_warning
+from engine.step import StepConfig
 
 SPLIT_ARRAYS = ("sparse", "dense", "label")
 
@@ -20,13 +22,36 @@ def check_set_up(cfg: RunConfig, model, reader, meta: dict, xp) -> None:
     """Before anything large is allocated: a train split and batch that make sense, a CowClip threshold
     that is not zero everywhere (a warning), and enough memory (engine/run/guards.py, footprint.py)."""
     check_train_rows(reader.num_rows, cfg.bs, cfg.data)
-    warning = zero_clip_warning(cfg.hp["clip"], cfg.hp["bound"], cfg.init_stddev, model.uses_embedding)
+    warning = zero_clip_warning(cfg.hp["clip"], cfg.hp["bound"], cfg.init_stddev, model.has_embed_table)
     if warning:
         print(warning, file=sys.stderr, flush=True)
     micro_batch = math.ceil(min(cfg.bs, reader.num_rows) / cfg.accum)
     parts = estimate(model, micro_batch, reader.num_rows if reader.in_memory else 0,
                      int(meta["splits"]["test"]["rows"]))
     check_fits(parts, xp)
+
+
+def step_config_of(cfg: RunConfig, train_rows: int, clip_rule: ClipRule, resumed: Path | None = None) -> StepConfig:
+    """The step's settings: the resolved hyperparameters, the warm-up counted in updates as the reference
+    counts it (int(warmup * int(N / bs)) for N training rows), and with --loss-form keras TF's float32
+    optimizer constants. resumed: the run directory of a resumed run, whose recorded warm-up length is kept
+    (a run started by code that counted ceil(N / bs) batches an epoch continues as it started)."""
+    hp = cfg.hp
+    updates = warmup_updates(hp["warmup"], train_rows, cfg.bs)
+    saved = _saved_warmup_updates(resumed) if resumed is not None else None
+    if saved is not None and saved != updates:
+        print(f"{resumed}: keeping the run's recorded warm-up of {saved} updates (counted now: {updates})")
+        updates = saved
+    return StepConfig(lr=hp["lr"], lr_embed=hp["lr_embed"], l2=hp["l2"], clip=hp["clip"], bound=hp["bound"],
+                      clip_form=cfg.clip_form, embed_optim=cfg.embed_optim, warmup_updates=updates, rule=clip_rule,
+                      keras_constants=cfg.loss_form == "keras")
+
+
+def _saved_warmup_updates(out: Path) -> int | None:
+    try:
+        return int(json.loads((out / "config.json").read_text())["step_config"]["warmup_updates"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def write_config(out: Path, cfg: RunConfig, step_config, schema, device_line: str, fingerprint: str) -> None:

@@ -28,6 +28,14 @@ At t = 1 Keras Adam moves every coordinate by about lr_embed * sign(g), so the c
 and clipped rows move as unclipped ones. The last section shows why the clip matters all the same:
 update t = 1 and t = LATER_STEP, each made twice from the same state, with CowClip and with the clip
 off, side by side.
+
+The section before it is an audit finding about the reference code itself: with --l2 0 (and CowClip
+on), no regulariser makes TF's embedding gradient dense, so it stays an IndexedSlices of one slice per
+occurrence, and the reference's clip.py takes its branch marked "FIXME: This part is not tested": each
+occurrence's gradient is clipped on its own to r * ||w_k||, with no count and no floor, and Adam then
+sums a row's slices. The engine keeps Algorithm 1 (the row's summed gradient clipped to
+cnt_k * max(r * ||w_k||, floor)); the section prints both for the batch's rows at l2 = 0, and the
+run's differences line names the case when a command has --l2 0 with CowClip on.
 """
 import copy
 import dataclasses
@@ -119,7 +127,7 @@ def explain_form(form: str, model, params0: dict, batch, kernels) -> list[str]:
     lines = [f"== form {form} ==",
              f"loss = {fmt(loss)}  # L3: the batch's mean logloss at w_1 "
              "(the L2 penalty enters as 2 * lambda * w below)",
-             "# L4: the dense weights (DNN, linear.dense_w, bias) take their L2 term and Adam, never a clip",
+             "# L4: the weights (DNN, linear.dense_w, bias) take their L2 term and Adam, never a clip",
              f"ratio = {fmt(seen['ratio'])}  # Input: r",
              f"floor = {fmt(seen['floor'])}  # Input: " + ("zeta = --bound" if form == "paper" else
                                                           "zeta = r * r * sqrt(K) * bound (clip.py's min_w times r)"),
@@ -244,11 +252,66 @@ def explain_lines() -> list[str]:
               f"bound = {fmt(HYPER['bound'])}  # Input: zeta (or what the reference's form makes of it)",
               f"K = {model.config.embed_dim}", f"lr_embed = {fmt(HYPER['lr_embed'])}  # Init: Opt's learning rate",
               f"beta1 = {fmt(a.beta1)}  # Opt", f"beta2 = {fmt(a.beta2)}  # Opt", f"epsilon = {fmt(a.epsilon)}  # Opt",
-              "# dense weights (DNN, linear.dense_w, bias) get their L2 term and Adam, never a clip;",
+              "# weights (DNN, linear.dense_w, bias) get their L2 term and Adam, never a clip;",
               "# the 1-dimensional linear table is not clipped (as the reference)."]
     for form in ("reference", "paper"):
         lines += explain_form(form, model, params, batch, kernels)
+    lines += explain_sparse_branch(model, params, batch, kernels)
     return lines + side_by_side_lines(model, params, batch, kernels)
+
+
+def occurrence_gradients(model, params: dict, batch, kernels) -> dict:
+    """Row -> {batch row b: the mean-over-batch loss's gradient through occurrence b of the row}, as TF's
+    IndexedSlices holds them: sample b's own gradient over B (the fields of a sample never share a row)."""
+    from dataio.schema import Batch
+
+    B, found = len(batch.label), {}
+    for b in range(B):
+        one = Batch(batch.sparse[b:b + 1], batch.dense[b:b + 1], batch.label[b:b + 1])
+        grad = model.loss(params, one, kernels)[1][EMBED_TABLE]
+        for i, r in zip(grad.ids, grad.rows):
+            found.setdefault(int(i), {})[b] = np.array(r, dtype=np.float64) / B
+    return found
+
+
+def explain_sparse_branch(model, params0: dict, batch, kernels) -> list[str]:
+    """The reference's untested IndexedSlices branch of clip.py (taken when l2 = 0) beside Algorithm 1."""
+    params = copy.deepcopy(params0)
+    _, grads = model.loss(params, batch, kernels)
+    row_grad = grads[EMBED_TABLE]
+    occurrences = occurrence_gradients(model, params, batch, kernels)
+    w0 = np.array(params[EMBED_TABLE], dtype=np.float64)
+    config = StepConfig(clip_form="reference", **{**HYPER, "l2": 0.0})
+    seen = engine_step(model, params, grads, config, kernels)
+    r = HYPER["clip"]
+    lines = ["== l2 = 0: the reference's untested sparse branch ==",
+             "# no L2 term: TF's embedding gradient stays one slice per occurrence, and clip.py's branch marked",
+             "# 'FIXME: This part is not tested' clips each occurrence alone to r * ||w_k|| (no cnt_k, no floor);",
+             "# Adam then sums a row's slices. The engine keeps Algorithm 1 (clipped sum, cnt_k, floor).",
+             f"ratio = {fmt(seen['ratio'])}  # Input: r",
+             f"floor = {fmt(seen['floor'])}  # Input: r * r * sqrt(K) * bound (clip.py's sparse branch has none)"]
+    names = model.schema.sparse_names
+    for u, row in enumerate(int(i) for i in row_grad.ids):
+        field = int(np.searchsorted(model.offsets, row, side="right") - 1)
+        weight_norm = np.linalg.norm(w0[row])
+        lines += [f"-- row {row} (field {names[field]}, id {row - model.offsets[field]}): at l2 = 0",
+                  f"cnt = {int(row_grad.counts[u])}  # L7: occurrences in the batch (the sparse branch ignores it)",
+                  f"||w|| = {fmt(weight_norm)}  # L8"]
+        reference = np.zeros(w0.shape[1])
+        for b, g in sorted(occurrences[row].items()):
+            norm = np.linalg.norm(g)
+            threshold = r * weight_norm                  # clip.py: clip_t = ratio * ||w_k|| for each slice
+            clipped = g * threshold / max(norm, threshold) if norm > 0 else g
+            reference += clipped
+            lines.append(f"g_occurrence_{b} = {fmt(g)}  # L3: batch row {b}'s own gradient over B, one slice")
+        algorithm_1 = seen["clip_in"][u] * float(seen["scales"][u])
+        gap = np.linalg.norm(reference - algorithm_1) / max(np.linalg.norm(algorithm_1), 1e-300)
+        lines += [f"algorithm_1 = {fmt(algorithm_1)}  # L9: the summed g * min(1, cnt * max(ratio ||w||, floor) "
+                  f"/ ||g||)",
+                  f"reference_sparse = {fmt(reference)}  # L9 in clip.py's sparse branch: sum of g_occurrence * "
+                  f"min(1, r ||w|| / ||g_occurrence||)",
+                  f"gap = {fmt(gap)}  # L9: ||reference_sparse - algorithm_1|| / ||algorithm_1||"]
+    return lines
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

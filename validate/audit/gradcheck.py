@@ -64,7 +64,7 @@ def _contract(forward, upstream):
 
 def check_layers(seed: int = 0) -> list:
     rng = np.random.default_rng(seed)
-    kernels = get_backend("cpu")
+    kernels, plain = get_backend("cpu"), get_backend("numpy")
     rows = []
 
     # embedding: repeated ids within a field and across the batch, ids seen once
@@ -89,8 +89,8 @@ def check_layers(seed: int = 0) -> list:
 
     # FM
     emb = rng.normal(size=(5, 4, 3))
-    demb = fm.fm_backward(g, fm.fm_forward(emb)[1])
-    numeric = numerical_grad(_contract(lambda: fm.fm_forward(emb)[0], g), emb)
+    demb = fm.fm_backward(g, fm.fm_forward(emb, plain)[1], None, plain)
+    numeric = numerical_grad(_contract(lambda: fm.fm_forward(emb, plain)[0], g), emb)
     rows.append(("fm", "emb", elementwise_rel_error(demb, numeric)))
 
     # MLP: two Dense+ReLU layers, pre-activations kept away from 0
@@ -99,8 +99,8 @@ def check_layers(seed: int = 0) -> list:
     bs = [rng.normal(size=4), rng.normal(size=3)]
     _push_away_from_kinks(x, Ws, bs)
     Gh = rng.normal(size=(6, 3))
-    dx, dWs, dbs = mlp.mlp_backward(Gh, mlp.mlp_forward(x, Ws, bs)[1])
-    f = _contract(lambda: mlp.mlp_forward(x, Ws, bs)[0], Gh)
+    dx, dWs, dbs = mlp.mlp_backward(Gh, mlp.mlp_forward(x, Ws, bs, 0.0, None, plain)[1], plain)
+    f = _contract(lambda: mlp.mlp_forward(x, Ws, bs, 0.0, None, plain)[0], Gh)
     rows.append(("mlp", "x", elementwise_rel_error(dx, numerical_grad(f, x))))
     for i in range(2):
         rows.append(("mlp", f"W{i}", elementwise_rel_error(dWs[i], numerical_grad(f, Ws[i]))))
@@ -142,6 +142,11 @@ def check_layers(seed: int = 0) -> list:
     dlogits = loss.bce_with_logits_backward(loss.bce_with_logits_forward(logits, labels)[1])
     num = numerical_grad(lambda: loss.bce_with_logits_forward(logits, labels)[0], logits)
     rows.append(("bce_with_logits", "logits", elementwise_rel_error(dlogits, num)))
+    # Keras's clipped form, where it is differentiable: p inside [1e-7, 1 - 1e-7] (|z| < 16)
+    inside = rng.normal(size=8) * 3
+    dlogits = loss.keras_bce_backward(loss.keras_bce_forward(inside, labels)[1])
+    num = numerical_grad(lambda: loss.keras_bce_forward(inside, labels)[0], inside)
+    rows.append(("keras_bce", "logits", elementwise_rel_error(dlogits, num)))
     return rows
 
 

@@ -47,7 +47,7 @@ def ab_compare(batch_size: int, vocab: int, rounds: int = 3) -> list[tuple]:
     from engine.kernels import adam
     from engine.kernels.dense import outer_cpu
     from engine.layers.embedding import embedding_forward
-    from engine.layers.fm import fm_backward, fm_backward_plain, fm_forward, fm_forward_plain
+    from engine.layers.fm import fm_backward, fm_backward_numpy, fm_forward, fm_forward_numpy
     from engine.layers.mlp import dense_forward, mlp_backward, mlp_forward
 
     model = make_model("deepfm", vocab)
@@ -81,12 +81,12 @@ def ab_compare(batch_size: int, vocab: int, rounds: int = 3) -> list[tuple]:
     cpu = get_backend("cpu")
 
     def fast_mlp():
-        h, caches = mlp_forward(x0, weights, biases, kernels=cpu)
+        h, caches = mlp_forward(x0, weights, biases, 0.0, None, cpu)
         return mlp_backward(dh, caches, cpu)[0]
 
     def plain_fm():                       # NumPy forward, backward, then the DNN's demb added
-        _, cache = fm_forward_plain(emb)
-        return fm_backward_plain(dlogits, cache, add=x0[:, :F * K].reshape(-1, F, K))
+        _, cache = fm_forward_numpy(emb)
+        return fm_backward_numpy(dlogits, cache, add=x0[:, :F * K].reshape(-1, F, K))
 
     def fast_fm():                        # the fused kernels, the DNN's demb added in the same pass
         _, cache = fm_forward(emb, cpu)

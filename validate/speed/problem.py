@@ -58,7 +58,7 @@ def make_params(model, seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
     V = model.schema.total_rows
     params["linear.table"] = np.zeros((V, 1), dtype=np.float32)
-    if model.uses_embedding:
+    if model.has_embed_table:
         table = rng.standard_normal((V, model.config.embed_dim), dtype=np.float32)
         table *= np.float32(model.config.init_stddev)
         params["embed.table"] = table

@@ -57,7 +57,7 @@ def torch_twin(model, params: dict, mode: str, share_memory: bool, device: str =
             self.linear_table = P(as_tensor(params["linear.table"]))
             self.dense_w = P(as_tensor(params["linear.dense_w"]))
             self.bias = P(as_tensor(params["bias"]))
-            self.embed_table = P(as_tensor(params["embed.table"])) if model.uses_embedding else None
+            self.embed_table = P(as_tensor(params["embed.table"])) if model.has_embed_table else None
             self.dnn = torch.nn.ModuleList()
             self.head = None
             if model.name in ("wdl", "deepfm"):
@@ -179,7 +179,7 @@ def parity(model_name: str, vocab: int, batch_size: int, tolerance: float = 1e-4
     gradient (tables on the batch's rows; torch's table gradient must be 0 on every other row),
     and the tables' gradient rows after L2 and CowClip. -> rows (mode, what, rel error, ok)."""
     from engine.backend import get_backend
-    from engine.cowclip import clip_constants, cowclip
+    from engine.cowclip import COWCLIP, clip_constants, clip_rows
     from engine.layers.embedding import RowGrad
 
     model = make_model(model_name, vocab)
@@ -205,7 +205,8 @@ def parity(model_name: str, vocab: int, batch_size: int, tolerance: float = 1e-4
                 # after L2 and CowClip, as apply_gradients does them (reference form)
                 after = g.rows + 2.0 * config.l2 * params[name][g.ids]
                 if name in model.clipped_tables():
-                    cowclip(RowGrad(g.ids, after, g.counts), params[name], kernels, ratio, floor)
+                    clip_rows(COWCLIP, RowGrad(g.ids, after, g.counts), params[name], model.offsets, kernels,
+                              ratio, floor)
                 rows.append((mode, f"{name} rows after L2+CowClip",
                              normwise_rel_error(after[order], t_clipped[name][1])))
             else:

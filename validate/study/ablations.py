@@ -12,10 +12,9 @@ from dataclasses import replace
 
 import numpy as np
 
-from engine.cowclip import FREQUENCY_BUCKETS, RULES, ClipRule
+from engine.cowclip import CLIP_RULES, FREQUENCY_BUCKETS, ClipRule
 
-ABLATIONS = ("cowclip_nocnt", "cowclip_global", "cowclip_field", "cowclip_const")
-CLIP_RULES = ("cowclip",) + ABLATIONS
+ABLATIONS = tuple(name for name in CLIP_RULES if name != "cowclip")
 
 
 # --------------------------------------------------------------------------------------------
@@ -78,5 +77,5 @@ class ClipTally:
 def clip_rule(name: str, tally: ClipTally | None = None) -> ClipRule:
     """The engine.cowclip.ClipRule named `name`, reporting each clip's scales to `tally`."""
     if name not in CLIP_RULES:
-        raise ValueError(f"unknown clip rule {name!r}; choose one of {CLIP_RULES}")
-    return replace(RULES[name], tally=tally)
+        raise ValueError(f"unknown clip rule {name!r}; choose one of {tuple(CLIP_RULES)}")
+    return replace(CLIP_RULES[name], tally=tally)

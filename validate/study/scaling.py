@@ -49,11 +49,12 @@ from pathlib import Path
 
 import click
 
+from engine.cowclip import CLIP_RULES
+from engine.optim import warmup_updates
 from engine.run.errors import refused_in_one_line
 from engine.run.options import COUNT, NON_NEGATIVE, POSITIVE, POSITIVE_INT, SEED, CommaList
-from engine.scaling import DATASET_BASES, format_hyperparameters, scale_hyperparameters
-from engine.scaling import RULES as SCALE_RULES
-from validate.study.ablations import ABLATIONS, CLIP_RULES, ClipTally, clip_rule
+from engine.scaling import DATASET_BASES, SCALE_RULES, format_hyperparameters, scale_hyperparameters
+from validate.study.ablations import ABLATIONS, ClipTally, clip_rule
 
 # CowClip's hyperparameter rule (lr * sqrt(s), l2 * s, 1 warm-up epoch) with the clip off
 NOCLIP_RULES = ("cowclip_noclip",)
@@ -431,7 +432,7 @@ def run_grid(grid: dict, out: Path, model: str, data: str, dataset: str, device:
                   "bayes_auc": final.get("bayes_auc"), "bayes_logloss": final.get("bayes_logloss"),
                   "train_rows": meta["splits"]["train"]["rows"],
                   "steps": steps, "steps_per_epoch": result["steps_per_epoch"],
-                  "warmup_updates": int(hp["warmup"] * result["steps_per_epoch"]), "regime": regime(steps),
+                  "warmup_updates": warmup_updates(hp["warmup"], meta["splits"]["train"]["rows"], bs), "regime": regime(steps),
                   "wall_seconds": result["wall"], "train_samples_per_s": final["samples_per_s"],
                   "device": device, "resumed": result["resumed"], "resumed_at_step": result["resumed_at_step"],
                   "clip_audit": result["audit"], "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}

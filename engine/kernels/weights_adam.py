@@ -1,14 +1,14 @@
-"""Adam on every dense weight (all parameters but the tables) in one launch.
+"""Adam on every weight (all parameters but the tables; engine/step.py's glossary) in one launch.
 Symbols: T tensors, P = their total number of elements.
 
 Per element, with lambda the tensor's L2 weight (0 for the DNN and biases; engine/step.py):
 
     g <- grad + 2 * lambda * w,    then Adam as engine/kernels/adam.py (`adam_element`)
 
-Layout: NumPy reference (a loop over the tensors, any array module: the plain form, which costs
+Layout: NumPy form (a loop over the tensors, any array module: the plain form, which costs
 about five launches per tensor on a GPU), then the Numba CUDA version: weights and both moments
 live in three flat [P] buffers, and params[name], m[name], v[name] are rebound, once, to views
-into them (`DenseWeightsAdam` repacks whenever an entry is no longer its view, e.g. after a
+into them (`WeightsAdamCuda` repacks whenever an entry is no longer its view, e.g. after a
 checkpoint load). Each step the T gradients are concatenated into one [P] buffer (one CuPy
 copy) and one kernel updates all P elements, in float64 arithmetic, stored in the weights' dtype.
 """
@@ -17,10 +17,10 @@ from engine.kernels.common import array_module_of, cuda, float64, for_cuda, laun
 from engine.optim import adam_weight_update
 
 # --------------------------------------------------------------------------------------------
-# NumPy reference: in place on params[name], state.m[name], state.v[name]
+# NumPy form: in place on params[name], state.m[name], state.v[name]
 
 
-def adam_dense_weights_reference(params: dict, grads: dict, state, names: list, l2s: list,
+def adam_weights_numpy(params: dict, grads: dict, state, names: list, l2s: list,
                                  lr_t: float, adam) -> None:
     for name, lam in zip(names, l2s):
         w, g = params[name], grads[name]
@@ -44,8 +44,8 @@ def _adam_flat_kernel(w, m, v, g, l2, lr_t, beta1, beta2, eps):
         w[i], m[i], v[i] = _adam_element_device(wi, float64(m[i]), float64(v[i]), gi, lr_t, beta1, beta2, eps)
 
 
-class DenseWeightsAdam:
-    """The backend entry `adam_dense_weights` of the cuda backend (same signature as the reference)."""
+class WeightsAdamCuda:
+    """The backend entry `adam_weights` of the cuda backend (same signature as adam_weights_numpy)."""
 
     def __init__(self):
         self._key = None            # (names, l2s, ids of the views) the buffers were made for
