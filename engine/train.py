@@ -208,12 +208,7 @@ def take_step(job: Job, batch, epoch: int, step_in_epoch: int) -> tuple[float, d
     bad = non_finite_state(params, state, job.kernels.xp)   # the update counted: this is step job.global_step
     if bad:
         stop_diverged(job, f"{len(bad)} parameter or Adam moment array(s) hold inf or nan after the update "
-<<<<<<< HEAD
-                           f"({', '.join(bad[:3])})", epoch, step_in_epoch, loss)
-    job.global_step += 1
-=======
-                           f"({', '.join(bad[:3])})", epoch, step_in_epoch, taken=True)
->>>>>>> main
+                           f"({', '.join(bad[:3])})", epoch, step_in_epoch, loss, taken=True)
     job.process.after_step(params, state, job.global_step)   # under MPI, replicas compared every K steps
     job.steps_run += 1
     job.train_seconds += time.perf_counter() - t0
@@ -223,26 +218,17 @@ def take_step(job: Job, batch, epoch: int, step_in_epoch: int) -> tuple[float, d
     return loss, info
 
 
-<<<<<<< HEAD
-def stop_diverged(job: Job, problem: str, epoch: int, step_in_epoch: int, loss: float) -> None:
-    """Stop at the step that went wrong (engine/run/guards.py), naming the checkpoint really on disk."""
-=======
-def stop_diverged(job: Job, problem: str, epoch: int, step_in_epoch: int, taken: bool = False) -> None:
+def stop_diverged(job: Job, problem: str, epoch: int, step_in_epoch: int, loss: float, taken: bool = False) -> None:
     """Stop at the step that went wrong (engine/run/guards.py), naming the checkpoint really on disk.
-    taken: the step's update has been made (and counted in job.global_step)."""
->>>>>>> main
+    taken: the step's update has been made (and counted in job.global_step). Raises Diverged, which
+    carries the step and its loss (None when not finite)."""
     if job.checkpoint_step is None:
         kept = "no checkpoint had been written yet"
     else:
         kept = f"the last good checkpoint (global step {job.checkpoint_step}) is kept in {job.out / 'checkpoint'}"
-<<<<<<< HEAD
-    raise Diverged(f"{problem} at global step {job.global_step + 1} (epoch {epoch + 1}, batch {step_in_epoch}); "
-                   f"{kept}", step=job.global_step + 1, loss=loss if math.isfinite(loss) else None)
-=======
     step = job.global_step if taken else job.global_step + 1
-    raise TrainingError(f"{problem} at global step {step} (epoch {epoch + 1}, batch "
-                        f"{step_in_epoch}); {kept}")
->>>>>>> main
+    raise Diverged(f"{problem} at global step {step} (epoch {epoch + 1}, batch {step_in_epoch}); {kept}",
+                   step=step, loss=loss if math.isfinite(loss) else None)
 
 
 def reached_max_steps(cfg: RunConfig, global_step: int) -> bool:
