@@ -230,11 +230,13 @@ def test_a_traceback_on_one_rank_stops_every_rank():
 
 # ---- ranks that agree, or all stop -------------------------------------------------------------
 
-def launch_each(per_rank: list, timeout: int = 120) -> subprocess.CompletedProcess:
-    """One rank per argument list, as `mpiexec -n 1 python A : -n 1 python B` (each rank its own command)."""
+def launch_each(per_rank: list, timeout: int = 120, cwds: list | None = None) -> subprocess.CompletedProcess:
+    """One rank per argument list, as `mpiexec -n 1 python A : -n 1 python B` (each rank its own command,
+    and with cwds its own working directory, as ranks on two nodes have)."""
     command = [_mpiexec()]
     for i, args in enumerate(per_rank):
-        command += ([":"] if i else []) + ["-n", "1", sys.executable, *args]
+        where = ["-wdir", str(cwds[i])] if cwds else []
+        command += ([":"] if i else []) + ["-n", "1", *where, sys.executable, *args]
     return subprocess.run(command, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=timeout)
 
 
@@ -264,12 +266,15 @@ def test_shard_tables_on_one_rank_only_stops_every_rank_instead_of_waiting(data,
     assert_stopped_once(result, "--shard_tables is True on rank 1")
 
 
-def test_ranks_on_other_data_stop_and_a_copy_at_another_path_trains(data, tmp_path):
+def test_ranks_with_other_data_at_the_same_path_stop_and_a_copy_at_another_path_trains(data, tmp_path):
     from dataio.synthetic import generate
 
-    other = str(generate(tmp_path / "other", rows=3000, seed=4, min_vocab=3, max_vocab=300))
-    result = launch_each([short_run(data, tmp_path / "r"), short_run(other, tmp_path / "r")])
-    assert_stopped_once(result, "rank 1's dataset", other)
+    # two "nodes": the same relative path --data data, a stale copy on the second
+    nodes = [tmp_path / "node0", tmp_path / "node1"]
+    shutil.copytree(data, nodes[0] / "data")
+    generate(nodes[1] / "data", rows=3000, seed=4, min_vocab=3, max_vocab=300)
+    result = launch_each([short_run("data", tmp_path / "r")] * 2, cwds=nodes)
+    assert_stopped_once(result, "rank 1's dataset (data, meta.json sha256:", "is not rank 0's (data, ")
     copy = shutil.copytree(data, tmp_path / "copy")                 # a node-local copy: the same content
     result = launch_each([short_run(data, tmp_path / "s"), short_run(str(copy), tmp_path / "s")])
     assert result.returncode == 0, result.stderr[-3000:]
