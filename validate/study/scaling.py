@@ -813,10 +813,11 @@ def fit_budget(grid: dict, dataset: str, seed: int, meta: dict, budget_s: float 
                                              "~/.cache/cowclip-engine)")
 @click.option("--batch-sizes", default=None, type=CommaList(POSITIVE_INT),
               help="comma-separated, e.g. 1024,4096 (default: the preset's)")
-@click.option("--base-bs", default=None, type=POSITIVE_INT, help="the batch the rules scale from (default: the preset's)")
-@click.option("--rules", default=None, type=CommaList(click.STRING, ALL_RULES), help=f"comma-separated subset of {','.join(ALL_RULES)} (with "
-                                            f"--embed-optim/--init-stddev: one sub-grid, one seed, in place of "
-                                            f"the preset's)")
+@click.option("--base-bs", default=None, type=POSITIVE_INT,
+              help="the batch the rules scale from (default: the preset's)")
+@click.option("--rules", default=None, type=CommaList(click.STRING, ALL_RULES),
+              help=f"comma-separated subset of {','.join(ALL_RULES)} (with --embed-optim/--init-stddev: "
+                   f"one sub-grid, one seed, in place of the preset's)")
 @click.option("--embed-optim", default=None, type=CommaList(click.STRING, ("dense", "lazy")),
               help="comma-separated subset of dense,lazy")
 @click.option("--init-stddev", default=None, type=CommaList(NON_NEGATIVE),
