@@ -339,9 +339,15 @@ def rank_pids(launcher: int) -> list:
 
 
 def test_profile_under_mpi_is_written_once_by_rank_0(data, tmp_path):
-    out = tmp_path / "r"
-    result = launch(2, DRIVER, "--model", "fm", "--data", data, "--bs", "64", "--device", "cpu", "--max-steps",
-                    "101", "--profile", "--dist", "mpi", "--out", str(out), timeout=120)
+    # two "nodes": --out r is rank 0's directory; on rank 1's node no such directory exists, so a
+    # rank other than 0 writing profile.txt would fail there
+    nodes = [tmp_path / "node0", tmp_path / "node1"]
+    for node in nodes:
+        node.mkdir()
+    args = [DRIVER, "--model", "fm", "--data", data, "--bs", "64", "--device", "cpu", "--max-steps", "101",
+            "--profile", "--dist", "mpi", "--out", "r"]
+    result = launch_each([args, args], cwds=nodes, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert (out / "profile.txt").read_text().startswith("steps 80-100")
+    assert (nodes[0] / "r" / "profile.txt").read_text().startswith("steps 80-100")
+    assert not (nodes[1] / "r").exists()
     assert result.stdout.count("[profile] steps 80-100") == 1
