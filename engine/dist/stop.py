@@ -65,8 +65,10 @@ def abort_on_signal(comm) -> None:
         signal.signal(number, _ignore_in_main_thread)
 
     def watch():
-        number = os.read(read_end, 1)[0]
-        stop_every_rank(comm, f"stopped by {signal.Signals(number).name}")
+        while True:   # the pipe also hears signals other Python handlers catch (SIGCHLD, ...): not ours
+            number = os.read(read_end, 1)[0]
+            if number in STOP_SIGNALS:
+                stop_every_rank(comm, f"stopped by {signal.Signals(number).name}")
 
     threading.Thread(target=watch, name="stop-every-rank-on-signal", daemon=True).start()
 
