@@ -49,6 +49,8 @@ class AvazuTokenizer:
         """(message, column, is a shape error) of a bad line, or None."""
         if len(parts) != len(self.header):
             return "wrong number of columns", f"#{len(parts)} (want {len(self.header)})", True
+        if parts[-1].endswith(b"\r"):
+            return "line ends with CR (a CR LF line end)", self.header[-1], True
         if parts[self.label_at] not in (b"0", b"1"):
             return "label is not 0 or 1", "click", True
         for j in self.sparse_at:

@@ -78,7 +78,7 @@ def goal_text(value: float, goal: float, at_least: bool) -> str:
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--rows", default=2_000_000, show_default=True)
+@click.option("--rows", default=2_000_000, show_default=True, type=click.IntRange(min=1))
 @click.option("--workdir", default=None, type=click.Path(file_okay=False))
 @click.option("--skip-reference", is_flag=True)
 def main(rows: int, workdir: str | None, skip_reference: bool) -> None:

@@ -18,14 +18,18 @@ from dataio.synthetic import ensure_default
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--data", default=None, type=click.Path(exists=True, file_okay=False))
 @click.option("--split", default="train", show_default=True)
-@click.option("--batch-size", default=131072, show_default=True)
-@click.option("--epochs", default=2, show_default=True, help="timed epochs after the warm-up epoch")
+@click.option("--batch-size", default=131072, show_default=True, type=click.IntRange(min=1))
+@click.option("--epochs", default=2, show_default=True, type=click.IntRange(min=1),
+              help="timed epochs after the warm-up epoch")
 @click.option("--stream", is_flag=True, help="force the streaming (shard window) mode")
 def main(data: str | None, split: str, batch_size: int, epochs: int, stream: bool) -> None:
     """Rows/s of BatchReader over shuffled epochs (default data: the built-in synthetic set)."""
     data = data or str(ensure_default())
     kw = {"in_memory_bytes": 0} if stream else {}
-    reader = BatchReader(data, split, batch_size, shuffle=True, seed=0, **kw)
+    try:
+        reader = BatchReader(data, split, batch_size, shuffle=True, seed=0, **kw)
+    except (ValueError, KeyError, OSError) as error:   # a damaged dataset, a split it lacks
+        raise click.ClickException(str(error.args[0]) if isinstance(error, KeyError) else str(error)) from None
     mode = "memory" if reader.in_memory else "streaming"
     t0 = time.perf_counter()
     for _ in reader.iter_epoch(0):

@@ -65,10 +65,11 @@ def load_meta(data_dir: str | os.PathLike) -> dict:
     if meta["format_version"] != FORMAT_VERSION:
         raise MetaError(f"{path}: format_version {meta['format_version']!r}, this code reads "
                         f"{FORMAT_VERSION}; {fix}")
+    _check_types(path, meta, fix)
     if meta["kind"] not in KINDS:
         raise MetaError(f"{path}: kind {meta['kind']!r} not one of {KINDS}; {fix}")
     for feat in meta["sparse_features"]:
-        if not {"name", "vocab_size"} <= set(feat) or int(feat["vocab_size"]) < 1:
+        if feat["vocab_size"] < 1:
             raise MetaError(f"{path}: bad sparse feature entry {feat!r}; {fix}")
     one_split = isinstance(meta["options"], dict) and meta["options"].get("split") == "none"
     for split in (("all",) if one_split else ("train", "test")):   # --split none: every row in "all"
@@ -91,6 +92,39 @@ def load_meta(data_dir: str | os.PathLike) -> dict:
     return meta
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_types(path: Path, meta: dict, fix: str) -> None:
+    """Every field the code reads has its type, named with the file and the key when it has not."""
+    def need(ok: bool, where: str, what: str, value) -> None:
+        if not ok:
+            raise MetaError(f"{path}: {where} must be {what}, not {json.dumps(value)[:60]}; {fix}")
+
+    need(isinstance(meta["kind"], str), "kind", "a string", meta["kind"])
+    for key in ("sparse_features", "dense_features"):
+        need(isinstance(meta[key], list), key, "a list", meta[key])
+        for i, feat in enumerate(meta[key]):
+            need(isinstance(feat, dict) and isinstance(feat.get("name"), str), f"{key}[{i}]",
+                 'an object with a string "name"', feat)
+    for i, feat in enumerate(meta["sparse_features"]):
+        need(_is_int(feat.get("vocab_size")), f"sparse_features[{i}].vocab_size", "an integer",
+             feat.get("vocab_size"))
+    need(isinstance(meta["splits"], dict), "splits", "an object", meta["splits"])
+    for split, info in meta["splits"].items():
+        need(isinstance(info, dict), f"splits.{split}", "an object", info)
+        if "rows" in info:
+            need(_is_int(info["rows"]) and info["rows"] >= 0, f"splits.{split}.rows", "an integer >= 0",
+                 info["rows"])
+        if "shards" in info:
+            need(isinstance(info["shards"], list), f"splits.{split}.shards", "a list of file names", info["shards"])
+    for key in ("source", "options"):
+        need(isinstance(meta[key], dict), key, "an object", meta[key])
+    if "bayes" in meta:
+        need(isinstance(meta["bayes"], dict), "bayes", "an object", meta["bayes"])
+
+
 def _check_shard_name(path: Path, data_dir: Path, split: str, name, fix: str) -> None:
     """A shard must be a plain file name that stays inside data_dir (also after following links)."""
     ok = isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and "\\" not in name \
@@ -107,6 +141,28 @@ def shard_crcs(meta: dict, split: str) -> list:
     """Per shard of `split`: {array: CRC-32} recorded at writing, or None (datasets made before)."""
     info = meta["splits"][split]
     return info.get("crc32") or [None] * len(info["shards"])
+
+
+def vocabulary_digest(data_dir: str | os.PathLike, meta: dict | None = None) -> str | None:
+    """What the dataset's ids mean, as a digest: meta.json's vocab_digest (written by preprocessing),
+    else one computed from its vocab file, else for a synthetic set the hash of the generator's
+    settings (its ids are drawn from them). None when nothing records it."""
+    meta = load_meta(data_dir) if meta is None else meta
+    if isinstance(meta.get("vocab_digest"), str):
+        return meta["vocab_digest"]
+    vocab_file = meta.get("vocab_file")
+    if isinstance(vocab_file, str) and (Path(data_dir) / vocab_file).is_file():
+        from dataio.vocab import load_vocabs, vocab_digest
+
+        names = [f["name"] for f in meta["sparse_features"]]
+        try:
+            return vocab_digest(names, load_vocabs(Path(data_dir) / vocab_file, names))
+        except (OSError, ValueError, KeyError) as error:
+            raise MetaError(f"{Path(data_dir) / vocab_file}: cannot read the vocabularies ({error})") from error
+    planted = meta.get("planted")
+    if meta.get("kind") == "synthetic" and isinstance(planted, dict) and planted.get("config_hash"):
+        return f"synthetic:{planted['config_hash']}"
+    return None
 
 
 def vocab_sizes(meta: dict) -> list[int]:

@@ -53,7 +53,8 @@ from dataio.outdir import check_out_dir, cleanup_on_terminate
 from dataio.splits import SPLIT_NAMES, assign_splits
 from dataio.transforms import (DENSE_TRANSFORMS, bucket_x4, dense_transform_meta, log_apply, minmax_apply,
                                minmax_params)
-from dataio.vocab import IntEncoder, ValueCounter, encode, keep_frequent, load_vocabs, reference_order, save_vocabs
+from dataio.vocab import (IntEncoder, ValueCounter, encode, keep_frequent, load_vocabs, reference_order, save_vocabs,
+                          vocab_digest)
 from dataio.writer import DEFAULT_SHARD_ROWS, DatasetWriter
 
 __all__ = ["preprocess", "Options", "PreprocessError", "CRITEO_DENSE", "CRITEO_SPARSE", "AVAZU_SPARSE"]
@@ -62,6 +63,8 @@ RAND_TEST_FRACTION = {"criteo": 0.1, "avazu": 0.2}
 DATASET_NAMES = {"criteo": "criteo", "criteo_kaggle": "criteo", "avazu": "avazu"}   # the reference's names too
 PRESETS = {"criteo_x4": {"min_count": 10, "dense_transform": "bucket_x4", "split": "x4"}}
 VOCAB_FILE = "vocab.npz"
+CRLF_TEXT = ("line ends with CR LF (Windows line ends); both formats are read with LF line ends: convert the file "
+             "(dos2unix FILE, or tr -d '\\r' < FILE > NEW) and preprocess it again")
 CHUNK_BYTES = 64 << 20
 
 
@@ -158,6 +161,10 @@ def _check_input(path: Path) -> None:
         raise PreprocessError(f"{path}: no such file")
     if path.stat().st_size == 0:
         raise PreprocessError(f"{path}: empty file")
+    with open(path, "rb") as f:
+        first = f.readline(1 << 16)
+    if first.endswith(b"\r\n"):   # a CR would end the last field's value: every id of that field changes
+        raise PreprocessError(f"{path}:1: {CRLF_TEXT}")
 
 
 # ---- pass 1: count -----------------------------------------------------------------------------------
@@ -309,6 +316,7 @@ def preprocess(dataset: str, input_path: str | os.PathLike, out_dir: str | os.Pa
                 "options": {**opts.__dict__},
                 "errors": counts.errors.summary(),
                 "vocab_file": VOCAB_FILE,
+                "vocab_digest": vocab_digest(sparse_names, vocabs),   # what the ids mean (evaluate compares it)
             }
             out = writer.finish(meta, {VOCAB_FILE: save_vocabs(sparse_names, vocabs)})
     if verbose:

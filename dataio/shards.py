@@ -15,6 +15,12 @@ A shard is only ever data inside its own file: a dataset stored in another file 
 raw storage), a virtual dataset, and any link other than the plain ones are refused, so a crafted
 shard cannot make training read an arbitrary local file. When meta.json records the arrays'
 CRC-32s, read_shard recomputes them over the bytes it read and refuses a mismatch (a flipped bit).
+
+A shard's header cannot make the reader allocate what the file does not hold: before any array is
+read, each one's declared size (rows x row bytes) is held against the bytes HDF5 stores for it and
+against the file's size (stored bytes may be fewer only under compression, by at most deflate's
+1032:1), and arrays cut into chunks of under MIN_CHUNK_BYTES are refused (HDF5's per-chunk
+overhead would multiply the memory and time of the read many times over).
 """
 from __future__ import annotations
 
@@ -28,6 +34,8 @@ import numpy as np
 from dataio import FORMAT_VERSION
 
 SHARD_ARRAYS = ("sparse", "dense", "label")
+MAX_COMPRESSION = 1100        # deflate cannot do better than 1032:1; a larger ratio is a lie
+MIN_CHUNK_BYTES = 4096        # h5py's own automatic chunks are 8 KiB or more
 
 
 def shard_arrays(with_prob: bool) -> tuple[str, ...]:
@@ -113,6 +121,7 @@ def read_shard(path: str | os.PathLike, vocab_sizes: list[int] | np.ndarray | No
             missing = [k for k in SHARD_ARRAYS if k not in f]
             if missing:
                 raise ShardError(f"{path}: shard lacks dataset(s) {missing}; {_fix_hint()}")
+            check_declared_sizes(path, f, rows)
             out = {k: f[k][...] for k in SHARD_ARRAYS}
             if "prob" in f:
                 out["prob"] = f["prob"][...]
@@ -143,6 +152,37 @@ def _refuse_outside_storage(path: Path, f: h5py.File) -> None:
         if obj.id.get_create_plist().get_external_count() > 0:
             raise ShardError(f"{path}: {name!r} uses external raw storage (its data lives in another file); "
                              f"refusing to read it; {_fix_hint()}")
+
+
+def check_declared_sizes(path: Path, f: h5py.File, rows: int) -> None:
+    """Refuse, before anything is allocated, a shard whose arrays declare more than the file stores
+    (rows the file cannot hold) or are stored in absurdly small chunks."""
+    if rows < 0:
+        raise ShardError(f"{path}: declares {rows} rows; {_fix_hint()}")
+    file_bytes, stored_total = path.stat().st_size, 0
+    for name in f:
+        data = f[name]
+        if data.shape[:1] != (rows,):
+            raise ShardError(f"{path}: dataset {name} has shape {data.shape}, the shard declares {rows} rows; "
+                             f"{_fix_hint()}")
+        declared = int(data.size) * data.dtype.itemsize
+        stored = int(data.id.get_storage_size())
+        stored_total += stored
+        plist = data.id.get_create_plist()
+        allowed = stored * (MAX_COMPRESSION if plist.get_nfilters() else 1)
+        if declared > allowed:
+            raise ShardError(f"{path}: dataset {name} declares {data.shape} ({declared:,} bytes) but the file stores "
+                             f"{stored:,} bytes of it; the shard's header does not match its data; {_fix_hint()}")
+        if plist.get_layout() == h5py.h5d.CHUNKED and declared > MIN_CHUNK_BYTES:
+            chunk = plist.get_chunk()
+            chunk_bytes = int(np.prod(chunk, dtype=np.int64)) * data.dtype.itemsize
+            if chunk_bytes < MIN_CHUNK_BYTES:
+                raise ShardError(f"{path}: dataset {name} is stored in chunks of {chunk} ({chunk_bytes} bytes); "
+                                 f"chunks under {MIN_CHUNK_BYTES} bytes make reading it many times slower and "
+                                 f"larger; {_fix_hint()}")
+    if stored_total > file_bytes:
+        raise ShardError(f"{path}: its arrays claim {stored_total:,} stored bytes, the file has {file_bytes:,}: "
+                         f"it is truncated; {_fix_hint()}")
 
 
 def crc32_of(array: np.ndarray) -> int:

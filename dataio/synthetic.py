@@ -426,16 +426,18 @@ def default_workers() -> int:
 
 def generate(out_dir: str | os.PathLike, rows: int = 4_000_000, seed: int = 0, test_fraction: float = 0.1,
              raw_tsv: str | os.PathLike | None = None, verbose: bool = False, workers: int | None = None,
-             **overrides) -> Path:
+             overwrite_raw_tsv: bool = False, **overrides) -> Path:
     """Generate a synthetic dataset directory (see module docstring); returns its path.
 
     overrides: other SyntheticConfig fields (id_scale, fm_scale, max_vocab, shard_rows, valid_fraction,
-    vocab, ...). raw_tsv: also write the same rows as a raw Criteo train.txt-format file there.
+    vocab, ...). raw_tsv: also write the same rows as a raw Criteo train.txt-format file there; an
+    existing file is replaced only with overwrite_raw_tsv, and only once the dataset is written.
     workers: threads drawing chunks (default: the CPUs available); the data does not depend on it.
     """
     cfg = SyntheticConfig(rows=rows, seed=seed, test_fraction=test_fraction, **overrides)
     cfg.check()
     check_out_dir(out_dir, inputs=(raw_tsv,), what="the --raw-tsv file")
+    check_raw_tsv_target(raw_tsv, overwrite_raw_tsv)
     workers = default_workers() if workers is None else max(1, int(workers))
     t0 = time.perf_counter()
     model = planted_model(cfg, workers)
@@ -454,7 +456,8 @@ def generate(out_dir: str | os.PathLike, rows: int = 4_000_000, seed: int = 0, t
     eval_splits = tuple(s for s in ("valid", "test") if s in split_rows)
     test_label, test_prob = [], []
     positives = 0
-    raw = open(raw_tsv, "wb") if raw_tsv else None
+    raw_tmp = Path(f"{raw_tsv}.tmp-{os.getpid()}") if raw_tsv else None
+    raw = open(raw_tmp, "wb") if raw_tsv else None
     try:
         with DatasetWriter(out_dir, split_rows, NUM_SPARSE, NUM_DENSE, shard_rows=cfg.shard_rows,
                            prob_splits=eval_splits) as writer:
@@ -486,15 +489,33 @@ def generate(out_dir: str | os.PathLike, rows: int = 4_000_000, seed: int = 0, t
                             "embed_dim": EMBED_DIM, "config_hash": config_hash(cfg)},
             }
             path = writer.finish(meta)
+        if raw is not None:
+            raw.close()
+            os.replace(raw_tmp, raw_tsv)
     finally:
         if raw is not None:
             raw.close()
+            raw_tmp.unlink(missing_ok=True)
     if verbose:
         dt = time.perf_counter() - t0
         print(f"wrote {rows} rows to {path} in {dt:.1f} s ({rows / dt:,.0f} rows/s with {workers} threads; "
               f"planted model {t_model:.1f} s); splits {split_rows}; bayes {meta['bayes']}, "
               f"positive rate {meta['planted']['positive_rate']:.4f}")
     return path
+
+
+def check_raw_tsv_target(raw_tsv, overwrite: bool) -> None:
+    """--raw-tsv never replaces an existing file (another dataset's meta.json, a real train.txt)
+    unless --overwrite-raw-tsv says so; a directory or a link is refused always."""
+    if raw_tsv is None:
+        return
+    target = Path(raw_tsv)
+    if target.is_symlink() or target.is_dir():
+        raise PreprocessError(f"--raw-tsv {target}: is a {'link' if target.is_symlink() else 'directory'}; "
+                              f"give the path of a new file")
+    if target.exists() and not overwrite:
+        raise PreprocessError(f"--raw-tsv {target}: exists; nothing was written. Choose a new file, or pass "
+                              f"--overwrite-raw-tsv to replace it")
 
 
 def config_hash(cfg: SyntheticConfig) -> str:
@@ -539,14 +560,15 @@ def ensure_default(cache_dir: str | os.PathLike | None = None, **overrides) -> P
 @click.option("--workers", default=None, type=click.IntRange(min=1),
               help="threads drawing chunks [default: the CPUs available]; the data does not depend on it")
 @click.option("--raw-tsv", default=None, type=click.Path(dir_okay=False),
-              help="also write the same rows as a raw Criteo train.txt-format TSV")
+              help="also write the same rows as a raw Criteo train.txt-format TSV (a new file)")
+@click.option("--overwrite-raw-tsv", is_flag=True, help="let --raw-tsv replace an existing file")
 def main(out_dir: str, rows: int, seed: int, test_fraction: float, valid_fraction: float, vocab: str,
-         workers: int | None, raw_tsv: str | None) -> None:
+         workers: int | None, raw_tsv: str | None, overwrite_raw_tsv: bool) -> None:
     """Generate Criteo-shaped synthetic data with a planted model."""
     try:
         with cleanup_on_terminate():
             generate(out_dir, rows=rows, seed=seed, test_fraction=test_fraction, raw_tsv=raw_tsv, verbose=True,
-                     workers=workers, valid_fraction=valid_fraction, vocab=vocab)
+                     workers=workers, valid_fraction=valid_fraction, vocab=vocab, overwrite_raw_tsv=overwrite_raw_tsv)
     except PreprocessError as e:
         raise click.ClickException(str(e)) from e
     except OSError as e:

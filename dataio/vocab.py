@@ -21,6 +21,7 @@ older files hold `NAME` as a unicode array, read as UTF-8 bytes.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 
 import numba
@@ -122,6 +123,19 @@ def save_vocabs(names: list[str], vocabs: list[np.ndarray]) -> bytes:
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     return buf.getvalue()
+
+
+def vocab_digest(names: list[str], vocabs: list[np.ndarray]) -> str:
+    """sha256 over every field's name and its values in id order: two datasets with equal digests
+    give every raw value the same id (np.savez's bytes would not do: its zip entries carry the time)."""
+    h = hashlib.sha256()
+    for name, values in zip(names, vocabs):
+        h.update(f"{name}\0{len(values)}\0".encode())
+        if values.dtype == object:
+            h.update(b"bytes\0" + np.array([len(v) for v in values], dtype="<i8").tobytes() + b"".join(values))
+        else:
+            h.update(b"int\0" + np.asarray(values, dtype="<i8").tobytes())
+    return "sha256:" + h.hexdigest()
 
 
 def load_vocabs(path, names: list[str]) -> list[np.ndarray]:

@@ -9,6 +9,7 @@ AUC needs both classes: without them it is null, with "auc_undefined" saying why
 --data must have the run's fields and vocabulary sizes; the run's own dataset directory must also
 still have the fingerprint recorded at training (engine/run/directory.py).
 """
+import contextlib
 import json
 import math
 from pathlib import Path
@@ -20,7 +21,7 @@ import click
 from dataio.schema import Batch
 from engine.backend import resolve_device
 from engine.run.checkpoint import load_checkpoint
-from engine.run.errors import TrainingError
+from engine.run.errors import TrainingError, one_line
 from engine.run.predictions import check_predictions_path, write_predictions
 from engine.layers.loss import sigmoid
 from dataio.metrics import all_metrics
@@ -72,6 +73,32 @@ def json_safe(record: dict) -> dict:
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
 
 
+# config.json fields evaluation reads -> (what each must be, the check)
+CONFIG_FIELDS = {"model": ("a string", lambda v: isinstance(v, str)),
+                 "data": ("a string", lambda v: isinstance(v, str)),
+                 "embed_dim": ("an integer >= 1", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1),
+                 "schema": ("an object", lambda v: v is None or isinstance(v, dict)),
+                 "data_fingerprint": ("a string", lambda v: v is None or isinstance(v, str)),
+                 "vocab_digest": ("a string", lambda v: v is None or isinstance(v, str))}
+
+
+def read_run_config(run_dir: Path) -> dict:
+    """RUN/config.json with the fields evaluation reads checked, naming the file and the key."""
+    path = run_dir / "config.json"
+    try:
+        config = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: must be a JSON object, not {type(config).__name__}")
+    for key, (what, ok) in CONFIG_FIELDS.items():
+        if key not in config and key in ("model", "data", "embed_dim"):
+            raise ValueError(f"{path}: lacks {key!r}; is {run_dir} a run directory of engine.train?")
+        if not ok(config.get(key)):
+            raise ValueError(f"{path}: {key} must be {what}, not {json.dumps(config[key])[:40]}")
+    return config
+
+
 def check_data_matches_run(config: dict, meta: dict, data: str, run_dir: str) -> None:
     """Refuse data whose fields or vocabulary sizes differ from the run's, and the run's own dataset
     directory when it was rebuilt since (its fingerprint differs): ids would mean other things."""
@@ -85,11 +112,29 @@ def check_data_matches_run(config: dict, meta: dict, data: str, run_dir: str) ->
             raise ValueError(f"{data}: its {what} differ from those run {run_dir} was trained on "
                              f"({len(given[key])} vs {len(trained[key])}; first differences run/data: {differ}); "
                              f"evaluate on data preprocessed with the run's vocabularies (--vocab-from)")
+    check_same_vocabularies(config, meta, data, run_dir)
     recorded = config.get("data_fingerprint")
     same_dir = Path(data).resolve() == Path(config["data"]).resolve()
     if recorded and same_dir and data_fingerprint(data) != recorded:
         raise ValueError(f"{data}: the dataset was rebuilt since run {run_dir} was trained on it (meta.json "
                          f"fingerprint differs); its ids may mean other things now")
+
+
+def check_same_vocabularies(config: dict, meta: dict, data: str, run_dir: str) -> None:
+    """Equal vocabulary sizes are not equal vocabularies: refuse data whose vocabularies' digest
+    differs from the run's (recorded in its config.json, or read from its dataset when older runs
+    did not record it). Data encoded with --vocab-from the run's data has the run's digest."""
+    from dataio.meta import vocabulary_digest
+
+    trained = config.get("vocab_digest")
+    if trained is None and Path(str(config.get("data"))).is_dir():
+        with contextlib.suppress(ValueError, OSError):
+            trained = vocabulary_digest(config["data"])
+    given = vocabulary_digest(data, meta)
+    if trained is not None and given is not None and given != trained:
+        raise ValueError(f"{data}: its vocabularies differ from those run {run_dir} was trained on (digest "
+                         f"{given[:19]}..., the run's {trained[:19]}...): the same ids mean other values; "
+                         f"preprocess the data with --vocab-from the run's dataset")
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -109,7 +154,7 @@ def main(run_dir, data, split, device, predictions, overwrite):
     if predictions:
         check_predictions_path(predictions, overwrite)   # before the scoring, not after it
     try:
-        config = json.loads((Path(run_dir) / "config.json").read_text())
+        config = read_run_config(Path(run_dir))
         kernels, device_line = resolve_device(device)
         data = data or config["data"]
         meta = load_meta(data)
@@ -119,8 +164,8 @@ def main(run_dir, data, split, device, predictions, overwrite):
         params, _, info = load_checkpoint(Path(run_dir), kernels.xp.asarray, model.param_shapes())
         arrays = {k: kernels.xp.asarray(v) for k, v in read_split(data, split).items()
                   if k in ("sparse", "dense", "label")}
-    except (ValueError, FileNotFoundError, KeyError, RuntimeError, OSError) as error:
-        raise TrainingError(str(error).strip().splitlines()[0])
+    except (ValueError, FileNotFoundError, KeyError, RuntimeError, OSError, MemoryError) as error:
+        raise TrainingError(one_line(error))
     prob = predict(model, params, arrays, kernels)
     result = {"split": split, "rows": int(arrays["label"].shape[0]), "global_step": info["global_step"],
               **scores(arrays["label"], prob)}

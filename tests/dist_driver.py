@@ -6,6 +6,7 @@ runs can be held to 1e-12. Also, in this order after --float64:
     --cudasim         the cuda backend (its @cuda.jit kernels) under Numba's CUDA simulator, on
                       NumPy arrays; set NUMBA_ENABLE_CUDASIM=1 in the environment
     --perturb-rank R  change one weight on rank R after set-up, for the replica check to catch
+    --memory-error-rank R   rank R runs out of memory at its second step (as CuPy's allocator can)
 """
 import functools
 import sys
@@ -23,6 +24,14 @@ def _perturbing(prepare, rank):
     return wrapped
 
 
+def _failing_second_step(take_step, rank):
+    def wrapped(job, batch, epoch, step_in_epoch):
+        if job.process.rank == rank and job.steps_run == 1:
+            raise MemoryError("Out of memory allocating 1,073,741,824 bytes")
+        return take_step(job, batch, epoch, step_in_epoch)
+    return wrapped
+
+
 if __name__ == "__main__":
     args = sys.argv[1:]
     if args and args[0] == "--float64":
@@ -35,6 +44,9 @@ if __name__ == "__main__":
         train.resolve_device = lambda device: (get_backend("cuda"), "device: cuda (Numba's CUDA simulator)")
     if args and args[0] == "--perturb-rank":
         train.prepare = _perturbing(train.prepare, int(args[1]))
+        args = args[2:]
+    if args and args[0] == "--memory-error-rank":
+        train.take_step = _failing_second_step(train.take_step, int(args[1]))
         args = args[2:]
     configure_process()
     train.main(args, standalone_mode=True)

@@ -226,3 +226,128 @@ def test_a_traceback_on_one_rank_stops_every_rank():
             "dist.comm.barrier()   # rank 0 would wait here forever\n")
     result = launch(2, "-c", code, timeout=60)
     assert result.returncode != 0 and "boom on rank 1" in result.stderr
+
+
+# ---- ranks that agree, or all stop -------------------------------------------------------------
+
+def launch_each(per_rank: list, timeout: int = 120, cwds: list | None = None) -> subprocess.CompletedProcess:
+    """One rank per argument list, as `mpiexec -n 1 python A : -n 1 python B` (each rank its own command,
+    and with cwds its own working directory, as ranks on two nodes have)."""
+    command = [_mpiexec()]
+    for i, args in enumerate(per_rank):
+        where = ["-wdir", str(cwds[i])] if cwds else []
+        command += ([":"] if i else []) + ["-n", "1", *where, sys.executable, *args]
+    return subprocess.run(command, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=timeout)
+
+
+def short_run(data: str, out: Path, *more) -> list:
+    return [DRIVER, "--model", "fm", "--data", data, "--bs", "512", "--device", "cpu", "--max-steps", "2",
+            "--dist", "mpi", "--out", str(out), *more]
+
+
+def assert_stopped_once(result, *phrases) -> None:
+    assert result.returncode != 0, result.stdout[-1000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error")]
+    assert len(errors) == 1, result.stderr[-3000:]          # the reason is printed once
+    for phrase in phrases:
+        assert phrase in errors[0], errors[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_ranks_started_with_another_lr_stop_naming_the_option_and_the_rank(data, tmp_path):
+    result = launch_each([short_run(data, tmp_path / "r"), short_run(data, tmp_path / "r", "--lr", "0.002")])
+    assert_stopped_once(result, "--lr is 0.002 on rank 1")
+    assert not (tmp_path / "r" / "checkpoint").exists()
+
+
+def test_shard_tables_on_one_rank_only_stops_every_rank_instead_of_waiting(data, tmp_path):
+    result = launch_each([short_run(data, tmp_path / "r"), short_run(data, tmp_path / "r", "--shard-tables")],
+                         timeout=60)
+    assert_stopped_once(result, "--shard_tables is True on rank 1")
+
+
+def test_ranks_with_other_data_at_the_same_path_stop_and_a_copy_at_another_path_trains(data, tmp_path):
+    from dataio.synthetic import generate
+
+    # two "nodes": the same relative path --data data, a stale copy on the second
+    nodes = [tmp_path / "node0", tmp_path / "node1"]
+    shutil.copytree(data, nodes[0] / "data")
+    generate(nodes[1] / "data", rows=3000, seed=4, min_vocab=3, max_vocab=300)
+    result = launch_each([short_run("data", tmp_path / "r")] * 2, cwds=nodes)
+    assert_stopped_once(result, "rank 1's dataset (data, meta.json sha256:", "is not rank 0's (data, ")
+    copy = shutil.copytree(data, tmp_path / "copy")                 # a node-local copy: the same content
+    result = launch_each([short_run(data, tmp_path / "s"), short_run(str(copy), tmp_path / "s")])
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_a_memory_error_on_one_rank_stops_every_rank(data, tmp_path):
+    result = launch(2, DRIVER, "--memory-error-rank", "1", *short_run(data, tmp_path / "r")[1:], timeout=60)
+    assert_stopped_once(result, "rank 1", "out of memory")
+
+
+@pytest.mark.parametrize("signal_name, target", [("SIGINT", "mpiexec"), ("SIGTERM", "mpiexec"),
+                                                  ("SIGTERM", "rank 1")])
+def test_a_signal_stops_every_rank_within_seconds(data, tmp_path, signal_name, target):
+    import signal
+    import time
+
+    out = tmp_path / "r"
+    command = [_mpiexec(), "-n", "2", sys.executable, DRIVER, "--model", "fm", "--data", data, "--bs", "64",
+               "--device", "cpu", "--epoch", "1000", "--log-every", "1", "--dist", "mpi", "--out", str(out)]
+    job = subprocess.Popen(command, cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        while not ((out / "metrics.jsonl").is_file() and (out / "metrics.jsonl").stat().st_size):
+            assert job.poll() is None and time.monotonic() < deadline, "the run did not start"
+            time.sleep(0.2)
+        pid = job.pid if target == "mpiexec" else rank_pids(job.pid)[1]
+        os.kill(pid, getattr(signal, signal_name))
+        sent = time.monotonic()
+        _, stderr = job.communicate(timeout=30)                 # a rank left waiting would hang here
+        waited = time.monotonic() - sent
+    finally:
+        if job.poll() is None:
+            job.kill()
+    assert job.returncode != 0
+    errors = [line for line in stderr.splitlines() if line.startswith("Error")]
+    assert errors == [f"Error (rank {1 if target == 'rank 1' else 0}): stopped by {signal_name}"], stderr[-2000:]
+    print(f"{signal_name} to {target}: every rank stopped {waited:.1f} s later")
+
+
+def rank_pids(launcher: int) -> list:
+    """The ranks' process ids under an mpiexec, in rank order (MPI sets PMI_RANK in their environment)."""
+    def parent(pid: int) -> int:
+        return int((Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[1])
+
+    def under_launcher(pid: int) -> bool:
+        while pid > 1:
+            pid = parent(pid)
+            if pid == launcher:
+                return True
+        return False
+
+    ranks = {}
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and under_launcher(int(entry.name)):
+                for item in (entry / "environ").read_bytes().split(b"\0"):
+                    if item.startswith(b"PMI_RANK="):
+                        ranks[int(item[len(b"PMI_RANK="):])] = int(entry.name)
+        except (OSError, ValueError, IndexError):
+            continue                                                  # a process that just ended
+    return [ranks[r] for r in sorted(ranks)]
+
+
+def test_profile_under_mpi_is_written_once_by_rank_0(data, tmp_path):
+    # two "nodes": --out r is rank 0's directory; on rank 1's node no such directory exists, so a
+    # rank other than 0 writing profile.txt would fail there
+    nodes = [tmp_path / "node0", tmp_path / "node1"]
+    for node in nodes:
+        node.mkdir()
+    args = [DRIVER, "--model", "fm", "--data", data, "--bs", "64", "--device", "cpu", "--max-steps", "101",
+            "--profile", "--dist", "mpi", "--out", "r"]
+    result = launch_each([args, args], cwds=nodes, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (nodes[0] / "r" / "profile.txt").read_text().startswith("steps 80-100")
+    assert not (nodes[1] / "r").exists()
+    assert result.stdout.count("[profile] steps 80-100") == 1

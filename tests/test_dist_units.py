@@ -76,3 +76,22 @@ def test_rank_picks_its_gpu_by_local_rank():
     assert used == [0, 1, 2, 3, 0, 1]
     none = SimpleNamespace(cuda=SimpleNamespace(runtime=SimpleNamespace(getDeviceCount=lambda: 0), Device=Device))
     assert select_device(0, none) is None
+
+
+def test_rank_settings_differences_name_the_option_and_rank_and_ignore_the_data_path():
+    from engine.dist.agreement import disagreements, settings_of
+    from engine.run.config import RunConfig
+
+    cfg = RunConfig(model="fm", bs=512, epochs=1, data="/node0/data", dataset="synthetic", device="cpu", seed=1,
+                    hp={"lr": 1e-3, "lr_embed": 1e-4}, scale_rule="none", base_bs=512, embed_optim="dense",
+                    clip_form="reference", embed_dim=10, dropout=0.0, init_stddev=1e-2, accum=1, eval_every=0,
+                    log_every=10, checkpoint_every=0, audit=False, split="rand", max_steps=0)
+    root = settings_of(cfg, "sha256:aa")
+    same_data_elsewhere = settings_of(RunConfig(**{**cfg.__dict__, "data": "/node1/copy"}), "sha256:aa")
+    assert disagreements([root, same_data_elsewhere], ["/node0/data", "/node1/copy"]) == []
+    other = settings_of(RunConfig(**{**cfg.__dict__, "hp": {"lr": 2e-3, "lr_embed": 1e-4}, "embed_dim": 8}),
+                        "sha256:bb")
+    lines = disagreements([root, same_data_elsewhere, other], ["d"] * 3)
+    assert lines[0].startswith("rank 2's dataset (d, meta.json sha256:bb")
+    assert "--sparse_embed_dim is 8 on rank 2 but 10 on rank 0" in lines
+    assert "--lr is 0.002 on rank 2 but 0.001 on rank 0" in lines

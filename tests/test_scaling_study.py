@@ -301,3 +301,42 @@ def test_result_lines_written_before_the_new_fields_keep_their_identity():
     check_same_grid({"a": legacy}, now, "results.jsonl")        # no fingerprint recorded: not a conflict
     with pytest.raises(click.ClickException, match="data_id"):
         check_same_grid({"a": dict(legacy, data_id="xyz")}, now, "results.jsonl")
+
+
+def test_a_diverged_cell_is_recorded_and_the_grid_goes_on(tmp_path, monkeypatch):
+    # the linear rule at 1K made to diverge (a dense lr of 1e4): the grid records the cell with its
+    # step and loss, trains every other run, and table.md and the plot show the divergence
+    from matplotlib.figure import Figure
+
+    from validate.study import scaling
+
+    plain = scaling.hyperparameters
+
+    def linear_blows_up(rule, bs, base):
+        hp = plain(rule, bs, base)
+        return dict(hp, lr=1e4, lr_embed=1e4) if (rule, bs) == ("linear", 1024) else hp
+
+    monkeypatch.setattr(scaling, "hyperparameters", linear_blows_up)
+    drawn = []
+    original_savefig = Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **k: (drawn.append(fig), original_savefig(fig, *a, **k)))
+    out = tmp_path / "out"
+    args = ["--preset", "tiny", "--rules", "none,linear", "--out", str(out), "--cache", str(tmp_path / "cache"),
+            "--device", "cpu"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    records = {(r["rule"], r["bs"]): r for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())}
+    assert set(records) == {("none", 256), ("linear", 256), ("none", 1024), ("linear", 1024)}
+    diverged = records[("linear", 1024)]
+    assert diverged["auc"] is None and diverged["diverged"]["step"] >= 1
+    assert diverged["steps"] == diverged["diverged"]["step"]
+    assert "at global step" in diverged["diverged"]["reason"]
+    assert all(0.0 <= r["auc"] <= 1.0 for k, r in records.items() if k != ("linear", 1024))
+    table = (out / "table.md").read_text()
+    step = diverged["diverged"]["step"]
+    assert f"diverged at step {step}" in next(line for line in table.splitlines() if line.startswith("| linear |"))
+    assert f"linear at 1K: diverged at step {step}" in table
+    texts = [t.get_text() for fig in drawn for ax in fig.axes for t in ax.texts]
+    assert any(f"linear: diverged at step {step}" in t for t in texts), texts
+    again = CliRunner().invoke(main, args)            # the diverged cell is a result: not trained again
+    assert again.exit_code == 0 and "trained 0 new runs" in again.output

@@ -431,10 +431,12 @@ def run_scaling_study(budget_s: float, out: str) -> None:
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--tiny", is_flag=True, help="tiny sizes (for the CUDA simulator)")
-@click.option("--steps", default=5, show_default=True, help="timed steps of part 3 (median)")
+@click.option("--steps", default=5, show_default=True, type=click.IntRange(min=1),
+              help="timed steps of part 3 (median)")
 @click.option("--report", "report_path", default=None,
               help="the report file [default: device_check-<UTC time>.txt]; an existing file is refused")
-@click.option("--budget-s", default=480.0, show_default=True, help="device seconds for all parts, scaling last")
+@click.option("--budget-s", default=480.0, show_default=True, type=click.FloatRange(min=0),
+              help="device seconds for all parts, scaling last")
 @click.option("--scaling-out", default="runs/scaling-gpu", show_default=True, help="the scaling study's --out")
 def main(tiny: bool, steps: int, report_path: str | None, budget_s: float, scaling_out: str) -> None:
     """Check the CUDA path against the CPU path (kernels, a step of every model), its bitwise

@@ -11,6 +11,8 @@ Modules, one idea each:
     replicas.py   digests of the replicas, compared every K steps
     evaluate.py   predictions split over ranks, AUC over all of them on rank 0
     device.py     one GPU per rank
+    agreement.py  every rank's settings and data against rank 0's, once, before training
+    stop.py       an error, exception or signal on any rank stops every rank, the reason printed once
     session.py    `Distributed`: what the training loop calls (as engine/run/process.py's SingleProcess)
     bench.py      samples/s and bytes per step (python -m engine.dist.bench)
 
@@ -35,22 +37,11 @@ def connect(kind: str, shard_tables: bool = False, check_every: int = 50):
         raise RuntimeError(f"--dist mpi needs mpi4py and an MPI library: pip install -e '.[mpi]' ({error})")
     from engine.dist.comm import Communicator
     from engine.dist.session import Distributed
+    from engine.dist.stop import abort_on_signal, abort_on_uncaught_exception
 
     dist = Distributed(Communicator(), shard_tables, check_every)
     if not dist.is_root:
         sys.stdout = open(os.devnull, "w")
-    _abort_on_uncaught_exception(dist.comm)
+    abort_on_uncaught_exception(dist.comm)   # engine/dist/stop.py: whatever stops one rank stops all
+    abort_on_signal(dist.comm)
     return dist
-
-
-def _abort_on_uncaught_exception(comm) -> None:
-    """A traceback on one rank stops every rank: the others would wait in a collective forever."""
-    previous = sys.excepthook
-
-    def hook(kind, value, traceback):
-        previous(kind, value, traceback)
-        sys.stderr.flush()
-        if comm.size > 1:
-            comm.abort(1)
-
-    sys.excepthook = hook

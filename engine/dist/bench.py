@@ -22,6 +22,8 @@ import time
 import click
 import numpy as np
 
+from engine.run.errors import refused_in_one_line
+from engine.run.options import COUNT, POSITIVE_INT, SEED
 from engine.dist.reader import rank_rows
 from models import ModelConfig, Schema, build_model
 
@@ -104,18 +106,24 @@ def measure(data, model_name, bs, steps, shard_tables, embed_optim, embed_dim, s
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--data", default=None, help="dataset directory (default: the built-in 4M-row synthetic set)")
+@click.option("--data", default=None, type=click.Path(exists=True, file_okay=False),
+              help="dataset directory (default: the built-in 4M-row synthetic set)")
 @click.option("--model", "model_name", default="deepfm", show_default=True)
-@click.option("--bs", default=16384, show_default=True, type=int, help="global batch")
-@click.option("--steps", default=5, show_default=True, type=int, help="timed steps after one warm-up")
+@click.option("--bs", default=16384, show_default=True, type=POSITIVE_INT, help="global batch")
+@click.option("--steps", default=5, show_default=True, type=POSITIVE_INT, help="timed steps after one warm-up")
 @click.option("--shard-tables", is_flag=True)
 @click.option("--embed-optim", default="dense", show_default=True, type=click.Choice(["dense", "lazy"]))
-@click.option("--embed-dim", default=10, show_default=True, type=int)
-@click.option("--seed", default=1235, show_default=True, type=int)
-@click.option("--project", default=0, type=int, help="N: print the bytes per rank at N ranks (no MPI needed)")
-@click.option("--batches", default=3, show_default=True, type=int, help="with --project: batches averaged")
+@click.option("--embed-dim", default=10, show_default=True, type=POSITIVE_INT)
+@click.option("--seed", default=1235, show_default=True, type=SEED)
+@click.option("--project", default=0, type=COUNT, help="N: print the bytes per rank at N ranks (no MPI needed)")
+@click.option("--batches", default=3, show_default=True, type=POSITIVE_INT, help="with --project: batches averaged")
 def main(data, model_name, bs, steps, shard_tables, embed_optim, embed_dim, seed, project, batches):
     """Measure samples/s and bytes per step over MPI ranks, or project the bytes to N ranks."""
+    with refused_in_one_line():   # a damaged dataset or an unknown model: one line, not a traceback
+        bench(data, model_name, bs, steps, shard_tables, embed_optim, embed_dim, seed, project, batches)
+
+
+def bench(data, model_name, bs, steps, shard_tables, embed_optim, embed_dim, seed, project, batches):
     if project:
         from dataio.reader import BatchReader
 

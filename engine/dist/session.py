@@ -5,16 +5,18 @@ engine/run/process.py's `SingleProcess`, so the loop is the same for one process
 all MPI logic is here and in the modules it names.
 """
 import math
-import sys
 
 import numpy as np
 
+from engine.dist.agreement import check_ranks_agree
 from engine.dist.evaluate import evaluate_over_ranks
 from engine.dist.gradients import local_loss_and_grads, merge_over_ranks, sum_dense
 from engine.dist.reader import RankSliceReader
 from engine.dist.replicas import check_replicas
 from engine.dist.sharded import ShardedTables, compact_view
+from engine.dist.stop import stop_every_rank
 from engine.optim import AdamState
+from engine.run.directory import data_fingerprint
 
 
 class Distributed:
@@ -43,7 +45,9 @@ class Distributed:
 
     def settle(self, cfg, resumed: bool) -> None:
         """A fresh run records N and the table layout in its config; a resumed one must run on the
-        N it was saved with (its batches were cut N ways), and keeps its layout."""
+        N it was saved with (its batches were cut N ways), and keeps its layout. First of all, every
+        rank's settings and dataset are compared with rank 0's (agreement.py)."""
+        check_ranks_agree(self.comm, cfg, data_fingerprint(cfg.data))
         if cfg.early_stop:
             raise ValueError("--early-stop with --dist mpi is not supported: train on one process to use it")
         if cfg.dropout > 0 and cfg.accum > 1:
@@ -67,10 +71,8 @@ class Distributed:
         self.comm.barrier()
 
     def abort(self, message: str) -> None:
-        """Stop every rank: the others may wait in a collective. The message names this rank."""
-        if self.size > 1:
-            print(f"Error (rank {self.rank}): {message}", file=sys.stderr, flush=True)
-            self.comm.abort(1)
+        """Stop every rank, the reason printed once (stop.py): the others may wait in a collective."""
+        stop_every_rank(self.comm, message)
 
     def attach(self, model, kernels) -> None:
         """Use this backend: device arrays are staged through host memory, one GPU per rank."""

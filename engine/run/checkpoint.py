@@ -106,16 +106,15 @@ def load_checkpoint(run_dir: Path, asarray, expected_shapes: dict | None = None,
     path = Path(run_dir) / "checkpoint"
     if not (path / "state.json").exists():
         raise FileNotFoundError(f"{path}: no checkpoint to resume from (was the run started with this --out?)")
-    info = json.loads((path / "state.json").read_text())
-    if info.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{path}: checkpoint format {info.get('format_version')}, expected {FORMAT_VERSION}")
+    info = read_state(path)
+    declared = declared_arrays(path / "arrays.npz")      # before any array is allocated
+    if expected_shapes is not None:
+        check_shapes(path, declared, expected_shapes)
     host = {"param": {}, "m": {}, "v": {}}
     with np.load(path / "arrays.npz") as arrays:
         for key in arrays.files:
             kind, name = key.split("/", 1)
             host[kind][name] = arrays[key]
-    if expected_shapes is not None:
-        check_shapes(path, host, expected_shapes)
     if require_finite:
         bad = non_finite_arrays({f"{kind}/{name}": a for kind, part in host.items() for name, a in part.items()})
         if bad:
@@ -123,6 +122,68 @@ def load_checkpoint(run_dir: Path, asarray, expected_shapes: dict | None = None,
                                   f"the run diverged before this checkpoint and it cannot be used")
     params, m, v = ({name: asarray(a) for name, a in host[kind].items()} for kind in ("param", "m", "v"))
     return params, AdamState(m, v, info["updates"]), info
+
+
+STATE_COUNTERS = ("epoch", "step_in_epoch", "global_step", "updates")
+
+
+def read_state(path: Path) -> dict:
+    """checkpoint/state.json, every field the loop reads checked for its type (file and key named)."""
+    where = path / "state.json"
+    try:
+        info = json.loads(where.read_text())
+    except json.JSONDecodeError as error:
+        raise CheckpointError(f"{where}: not valid JSON ({error})") from None
+    if not isinstance(info, dict):
+        raise CheckpointError(f"{where}: must be a JSON object, not {type(info).__name__}")
+    if info.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint format {info.get('format_version')!r}, expected {FORMAT_VERSION}")
+    for key in STATE_COUNTERS:
+        if key not in info and key != "updates":   # a checkpoint of the reproducibility check has no position
+            continue
+        value = info.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise CheckpointError(f"{where}: {key} must be an integer >= 0, not {json.dumps(value)}")
+    if info.get("rng") is not None and not isinstance(info["rng"], dict):
+        raise CheckpointError(f"{where}: rng must be an object (numpy's generator state), not "
+                              f"{json.dumps(info.get('rng'))[:40]}")
+    return info
+
+
+class _Declared:
+    """An array as its .npy header declares it (shape, dtype), before it is read."""
+
+    def __init__(self, shape: tuple, dtype):
+        self.shape, self.dtype = shape, dtype
+
+
+def declared_arrays(npz: Path) -> dict:
+    """{"param" | "m" | "v": {name: _Declared}} from the .npy headers of arrays.npz; refuses a header
+    declaring more bytes than the archive holds for it (a damaged or crafted file would otherwise make
+    np.load allocate what it declares, e.g. 112 GiB for (3e9, 10) float32)."""
+    declared = {"param": {}, "m": {}, "v": {}}
+    try:
+        with zipfile.ZipFile(npz) as archive:
+            for member in archive.infolist():
+                with archive.open(member) as f:
+                    version = np.lib.format.read_magic(f)
+                    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                                   else np.lib.format.read_array_header_2_0)
+                    shape, _, dtype = read_header(f)
+                key = member.filename.removesuffix(".npy")
+                kind, _, name = key.partition("/")
+                if kind not in declared or not name or dtype.hasobject:
+                    raise CheckpointError(f"{npz}: unexpected member {member.filename!r}")
+                nbytes = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+                if nbytes > member.file_size:
+                    raise CheckpointError(f"{npz}: {key} declares shape {tuple(shape)} ({nbytes:,} bytes) but the "
+                                          f"archive holds {member.file_size:,} bytes for it: the file is damaged")
+                declared[kind][name] = _Declared(tuple(shape), dtype)
+    except (zipfile.BadZipFile, ValueError, OSError) as error:
+        if isinstance(error, CheckpointError):
+            raise
+        raise CheckpointError(f"{npz}: not a readable checkpoint archive ({error})") from None
+    return declared
 
 
 def check_shapes(path: Path, host: dict, expected: dict) -> None:

@@ -7,13 +7,12 @@ resolved in engine/run/config.py); any of them given on the command line wins. T
 train.py's flags are accepted as it spells them (--lr_embed, --init_stddev, ...) and with dashes.
 """
 import contextlib
-import json
 from pathlib import Path
 
 import click
 from click.core import ParameterSource
 
-from engine.run.checkpoint import recover_checkpoint
+from engine.run.checkpoint import read_state, recover_checkpoint
 from engine.run.config import LOG_EVERY, REFERENCE_EPOCHS, SYNTHETIC_EPOCHS, RunConfig, options_from_config, resolve
 from engine.run.directory import claim_run_dir, clear_run_files, locked
 from engine.run.errors import TrainingError
@@ -130,18 +129,24 @@ def main(ctx, **opts):
                 refuse_finished_run(out, cfg, root)
             process.barrier()   # the other ranks read the run directory once rank 0 has recovered it
             final = run(cfg, out, opts["resume"], process=process, tensorboard=tensorboard)
-    except (ValueError, FileNotFoundError, KeyError, RuntimeError, OSError, TrainingError) as error:
-        message = error.message if isinstance(error, TrainingError) else (
-            str(error).strip().splitlines()[0] if str(error).strip() else repr(error))
+    except (ValueError, FileNotFoundError, KeyError, RuntimeError, OSError, MemoryError, TrainingError) as error:
+        message = one_line_reason(error)
         process.abort(message)   # under MPI the other ranks may wait in a collective: stop them all
         raise TrainingError(message)
-    except MemoryError as error:  # the estimate (engine/run/footprint.py) is a lower bound; this is the rest
-        raise TrainingError(f"out of memory: {str(error).strip() or 'an allocation failed'}; use a smaller --bs "
-                            f"or --sparse_embed_dim, or --accum")
     bayes = f" (Bayes-optimal {final['bayes_auc']:.4f})" if final.get("bayes_auc") else ""
     which = f"best checkpoint (step {final['step']}) " if "valid_auc" in final else ""
     print(f"[done] {which}test AUC {auc_text(final)}{bayes}, logloss {number_text(final['logloss'])}, "
           f"{final['steps']} steps, {final['wall_seconds']:.0f}s; run directory {out}")
+
+
+def one_line_reason(error: BaseException) -> str:
+    """The line an error stops the run with."""
+    if isinstance(error, TrainingError):
+        return error.message
+    if isinstance(error, MemoryError):   # the estimate (engine/run/footprint.py) is a lower bound; this is the rest
+        return (f"out of memory: {str(error).strip() or 'an allocation failed'}; use a smaller --bs or "
+                f"--sparse_embed_dim, or --accum")
+    return str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
 
 
 def explicit_options(ctx: click.Context, opts: dict) -> frozenset:
@@ -158,7 +163,7 @@ def refuse_finished_run(out: Path, cfg: RunConfig, root: bool = True) -> None:
         print(f"{out}: {recovered}")
     state = out / "checkpoint" / "state.json"
     if state.is_file():
-        position = json.loads(state.read_text())
+        position = read_state(state.parent)
         if position.get("epoch", 0) >= cfg.epochs:
             raise TrainingError(f"{out}: the run already finished (all {cfg.epochs} epochs, global step "
                                 f"{position.get('global_step')}); its results are in {out / 'final_metrics.json'}. "

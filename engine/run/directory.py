@@ -118,12 +118,20 @@ def truncate_metrics(path: Path, step: int) -> int:
     if not path.exists():
         return 0
     kept, dropped = [], 0
-    for line in path.read_text().splitlines():
+    try:
+        lines = path.read_text().splitlines()
+    except UnicodeDecodeError as error:
+        raise RunDirError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start}); the run's log is "
+                          f"damaged: restore it or move it aside to resume") from None
+    for number, line in enumerate(lines, start=1):
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
             dropped += 1
             continue
+        if not is_metrics_record(record):
+            raise RunDirError(f"{path}, line {number}: not a metrics record ({line[:40]}): an object with an integer "
+                              f"\"step\" is expected; fix or remove the line to resume (nothing was changed)")
         if record.get("step", 0) <= step:
             kept.append(line)
         else:
@@ -133,6 +141,12 @@ def truncate_metrics(path: Path, step: int) -> int:
         tmp.write_text("".join(line + "\n" for line in kept))
         os.replace(tmp, path)
     return dropped
+
+
+def is_metrics_record(record) -> bool:
+    """A metrics.jsonl line as engine.train writes it: an object whose "step", when present, is an integer."""
+    step = record.get("step", 0) if isinstance(record, dict) else None
+    return isinstance(step, int) and not isinstance(step, bool)
 
 
 def check_fingerprint(out: Path, data, fingerprint: str) -> None:

@@ -55,11 +55,15 @@ def _saved_warmup_updates(out: Path) -> int | None:
 
 
 def write_config(out: Path, cfg: RunConfig, step_config, schema, device_line: str, fingerprint: str) -> None:
-    """RUN/config.json: every resolved setting, what the step was built with, the data's fingerprint."""
+    """RUN/config.json: every resolved setting, what the step was built with, the data's fingerprint and
+    the digest of its vocabularies (engine.evaluate refuses data whose ids mean other things)."""
+    from dataio.meta import vocabulary_digest
+
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps({**asdict(cfg), "step_config": asdict(step_config),
                                                  "schema": asdict(schema), "device_line": device_line,
-                                                 "data_fingerprint": fingerprint}, indent=2, default=str))
+                                                 "data_fingerprint": fingerprint,
+                                                 "vocab_digest": vocabulary_digest(cfg.data)}, indent=2, default=str))
 
 
 def split_on_device(data: str, split: str, xp) -> dict:

@@ -39,6 +39,7 @@ import click
 import numba
 import numpy as np
 
+from engine.run.options import COUNT, POSITIVE_INT, CommaList
 from validate.speed.ab import ab_compare
 from validate.speed.phases import PHASES, phase_step
 from validate.speed.problem import (ALL_MODELS, EMBED_DIM, HIDDEN, VOCABS, ZIPF_EXPONENT, make_batch, make_model,
@@ -187,12 +188,14 @@ def _fmt_bytes(n: float) -> str:
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--models", "models_opt", default="deepfm", show_default=True,
-              help="comma-separated model names, or 'all'")
+              type=CommaList(click.STRING, ALL_MODELS + ("all",)), help="comma-separated model names, or 'all'")
 @click.option("--vocab", type=click.Choice(["small", "criteo", "both"]), default="both", show_default=True)
-@click.option("--modes", default="dense,lazy", show_default=True, help="table optimizer modes")
-@click.option("--batch", default=131072, show_default=True)
-@click.option("--steps", default=5, show_default=True, help="timed steps per configuration (median)")
-@click.option("--warmup", default=2, show_default=True, help="untimed steps first (Numba compiles)")
+@click.option("--modes", default="dense,lazy", show_default=True, type=CommaList(click.STRING, ("dense", "lazy")),
+              help="table optimizer modes")
+@click.option("--batch", default=131072, show_default=True, type=POSITIVE_INT)
+@click.option("--steps", default=5, show_default=True, type=POSITIVE_INT,
+              help="timed steps per configuration (median)")
+@click.option("--warmup", default=2, show_default=True, type=COUNT, help="untimed steps first (Numba compiles)")
 @click.option("--vs", "versus", type=click.Choice(["none", "torch"]), default="none", show_default=True)
 @click.option("--parity", "check_parity", is_flag=True, help="compare the first step with torch's")
 @click.option("--curve", is_flag=True, help="samples/s against batch size 1K..--batch (DeepFM)")
@@ -204,9 +207,8 @@ def _fmt_bytes(n: float) -> str:
                    "does) or leave glibc's defaults; torch's child gets the same")
 def main(models_opt, vocab, modes, batch, steps, warmup, versus, check_parity, curve, no_breakdown, no_data, ab,
          malloc):
-    models = ALL_MODELS if models_opt == "all" else tuple(m.strip().lower() for m in models_opt.split(","))
+    models = ALL_MODELS if "all" in models_opt else models_opt
     vocabs = ("small", "criteo") if vocab == "both" else (vocab,)
-    modes = tuple(m.strip() for m in modes.split(","))
     use_torch = versus == "torch" or check_parity
     if use_torch and (reason := torch_unavailable_reason()):
         print(f"torch: {reason}; running without the torch comparison")

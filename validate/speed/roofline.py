@@ -34,6 +34,8 @@ from pathlib import Path
 
 import click
 
+from models import MODELS
+
 # bandwidth (bytes/s), float32 and float64 rates (FLOP/s, without tensor cores): the vendors' SXM sheets
 GPUS = {
     "H200": (4.8e12, 67e12, 34e12),
@@ -227,19 +229,29 @@ def print_roofline(result: dict, title: str, measured: dict | None = None) -> No
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--model", "model_name", default="deepfm", show_default=True)
-@click.option("--bs", default=131072, show_default=True, help="batch size B")
+@click.option("--model", "model_name", default="deepfm", show_default=True, type=click.Choice(sorted(MODELS)))
+@click.option("--bs", default=131072, show_default=True, type=click.IntRange(min=1), help="batch size B")
 @click.option("--vocab", default="criteo", show_default=True, help="small | criteo | a total row count V")
 @click.option("--embed-optim", type=click.Choice(["dense", "lazy"]), default="dense", show_default=True)
 @click.option("--gpu", type=click.Choice(sorted(GPUS)), default="H200", show_default=True)
-@click.option("--unique-fraction", default=0.25, show_default=True, help="U / (B F), the batch's unique ids")
+@click.option("--unique-fraction", default=0.25, show_default=True,
+              type=click.FloatRange(min=0, max=1, min_open=True), help="U / (B F), the batch's unique ids")
 @click.option("--log", "log", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="a validate.device_check report: print its measured numbers beside the model")
 def main(model_name, bs, vocab, embed_optim, gpu, unique_fraction, log):
     from validate.speed.problem import VOCABS
 
-    V = VOCABS.get(vocab) or int(float(vocab))
+    try:
+        V = VOCABS.get(vocab) or int(float(vocab))
+    except ValueError:
+        V = 0
+    if V < 1:
+        raise click.BadParameter(f"{vocab!r} is not small, criteo or a row count >= 1", param_hint="--vocab")
     result = roofline(model_name, bs, V, embed_optim, gpu, unique_fraction)
     print_roofline(result, f"roofline: {model_name}, B = {bs}, V = {V:,}, embed_optim {embed_optim}, {gpu} "
                            f"({GPUS[gpu][0] / 1e12:.2f} TB/s, {GPUS[gpu][1] / 1e12:.0f} TFLOP/s float32)",
                    measured_from_log(log) if log else None)
+
+
+if __name__ == "__main__":
+    main()

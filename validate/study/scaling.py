@@ -22,12 +22,15 @@ Outputs in --out:
                     it stopped. A directory holds one grid (data, epochs, base batch, clip form, ...):
                     another grid is refused; other seeds of it are kept beside each other. A torn
                     last line (a kill mid-write) is moved to results.jsonl.torn before appending.
+                    A run that diverges (engine/run/guards.py: a loss above 100 ln 2 or not finite, or
+                    an inf or nan in the parameters) is a result too: its line holds "diverged"
+                    {step, loss, reason} and no AUC, and the grid goes on to the next run.
     runs/<key>/     each run's engine.train directory (config.json, metrics.jsonl, log.txt); a run cut
                     off mid-way resumes from its last checkpoint (written at every epoch's end)
     table.md        the paper-shaped tables: rows rules, columns batch sizes, cells AUC (mean over
                     seeds) and the gap to the `none` rule at the base batch; the gap at the largest
                     batch per rule with its 95 % t interval (paired by seed, validate.study.seeds); then
-                    wall times and the clip audit
+                    wall times and the clip audit; a diverged cell reads "diverged at step n"
     scaling.png     the AUC gap to the base-batch baseline vs batch size per rule, and wall time vs
                     batch size (needs matplotlib, an optional dependency)
 """
@@ -46,10 +49,11 @@ from pathlib import Path
 
 import click
 
-from engine.optim import warmup_updates
-from engine.scaling import SCALE_RULES
-from engine.scaling import format_hyperparameters, scale_hyperparameters
 from engine.cowclip import CLIP_RULES
+from engine.optim import warmup_updates
+from engine.run.errors import refused_in_one_line
+from engine.run.options import COUNT, NON_NEGATIVE, POSITIVE, POSITIVE_INT, SEED, CommaList
+from engine.scaling import DATASET_BASES, SCALE_RULES, format_hyperparameters, scale_hyperparameters
 from validate.study.ablations import ABLATIONS, ClipTally, clip_rule
 
 # CowClip's hyperparameter rule (lr * sqrt(s), l2 * s, 1 warm-up epoch) with the clip off
@@ -201,17 +205,37 @@ def append_result(path: Path, record: dict) -> None:
         os.fsync(f.fileno())
 
 
+# what a result line must hold, for the grid and its report to read it
+RESULT_TYPES = {"key": str, "rule": str, "bs": int, "seed": int, "model": str, "embed_optim": str,
+                "init_stddev": (int, float), "base_bs": int}
+
+
 def read_results(path: Path) -> dict:
-    """key -> result line of results.jsonl (a torn last line, from a kill mid-write, is ignored)."""
+    """key -> result line of results.jsonl (a torn last line, from a kill mid-write, is ignored). A line
+    that parses but is not a result line is refused, naming the file, the line and the field."""
     results = {}
     if path.exists():
-        for line in path.read_text().splitlines():
+        for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
             try:
                 record = json.loads(line)
             except json.JSONDecodeError:
                 continue
+            problem = result_line_problem(record)
+            if problem:
+                raise click.ClickException(f"{path}, line {number}: {problem}; not a line validate.study.scaling "
+                                           f"wrote: fix or remove it")
             results[record["key"]] = record
     return results
+
+
+def result_line_problem(record) -> str | None:
+    if not isinstance(record, dict):
+        return f"a JSON {type(record).__name__}, not an object"
+    for field, kind in RESULT_TYPES.items():
+        value = record.get(field)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            return f"{field} is {json.dumps(value)[:30]}" + ("" if field in record else " (missing)")
+    return None
 
 
 def grid_difference(a: dict, b: dict) -> list:
@@ -281,6 +305,31 @@ def train_one(cfg, rule: str, run_dir: Path, keep_checkpoint: bool) -> dict:
             "audit": tally.summary() if tally is not None else unclipped_audit(final["steps"])}
 
 
+def diverged_record(key: str, identity: dict, cfg, error, meta: dict, device: str) -> dict:
+    """The result line of a run stopped by the divergence guard: where (global step) and at what loss
+    it diverged, and no AUC."""
+    from dataio.reader import BatchReader
+
+    steps_per_epoch = BatchReader(cfg.data, "train", cfg.bs).steps_per_epoch
+    return {"key": key, **identity, "scale_rule": cfg.scale_rule, "max_steps": cfg.max_steps,
+            "diverged": {"step": error.step, "loss": error.loss, "reason": error.message},
+            "auc": None, "logloss": None, "bayes_auc": (meta.get("bayes") or {}).get("test_auc"),
+            "train_rows": meta["splits"]["train"]["rows"], "steps": error.step, "steps_per_epoch": steps_per_epoch,
+            "regime": regime(error.step), "wall_seconds": None, "device": device,
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+
+
+def is_diverged(record: dict) -> bool:
+    return bool(record.get("diverged"))
+
+
+def diverged_text(record: dict) -> str:
+    """'diverged at step n (loss x)', or '(loss not finite)'."""
+    d = record["diverged"]
+    loss = f"loss {d['loss']:.3g}" if d.get("loss") is not None else "loss not finite"
+    return f"diverged at step {d['step']} ({loss})"
+
+
 def unclipped_audit(updates: int) -> dict:
     """The clip audit of a run with r = 0: engine.step calls no clip, so every (update, id) pair keeps
     scale 1 and the share clipped is 0 by construction (computed, not tallied: no hook sees the ids)."""
@@ -321,6 +370,7 @@ def run_grid(grid: dict, out: Path, model: str, data: str, dataset: str, device:
     from dataio.meta import load_meta
     from dataio.reader import BatchReader
     from engine.run.config import RunConfig
+    from engine.run.errors import Diverged
     from engine.scaling import DATASET_BASES
 
     out.mkdir(parents=True, exist_ok=True)
@@ -366,7 +416,15 @@ def run_grid(grid: dict, out: Path, model: str, data: str, dataset: str, device:
             break
         echo(f"[{i}/{len(plan)}] {key}: {format_hyperparameters(hp)}"
              + (f"  max_steps={max_steps} ({fraction:.0%} of an epoch)" if max_steps else ""))
-        result = train_one(cfg, rule, out / "runs" / key, keep_checkpoints)
+        try:
+            result = train_one(cfg, rule, out / "runs" / key, keep_checkpoints)
+        except Diverged as error:   # e.g. the linear rule at 128K: one of the results the grid is for
+            record = diverged_record(key, identity, cfg, error, meta, device)
+            append_result(results_path, record)
+            done[key] = by_identity[run_identity(record)] = record
+            trained += 1
+            echo(f"    {diverged_text(record)}: recorded; the grid goes on")
+            continue
         final = result["final"]
         steps = final["steps"]
         record = {"key": key, **identity, "scale_rule": cfg.scale_rule, "max_steps": max_steps,
@@ -412,8 +470,25 @@ def _by_seed(group: list) -> dict:
     """(rule, bs) -> {seed: AUC} of one group."""
     cells = {}
     for r in group:
-        cells.setdefault((r["rule"], r["bs"]), {})[r["seed"]] = r["auc"]
+        if not is_diverged(r):
+            cells.setdefault((r["rule"], r["bs"]), {})[r["seed"]] = r["auc"]
     return cells
+
+
+def _diverged_cells(group: list) -> dict:
+    """(rule, bs) -> the diverged runs of that cell (one per seed)."""
+    cells = {}
+    for r in group:
+        if is_diverged(r):
+            cells.setdefault((r["rule"], r["bs"]), []).append(r)
+    return cells
+
+
+def diverged_cell_text(runs: list) -> str:
+    """A table cell's words for its diverged seeds."""
+    if len(runs) == 1:
+        return diverged_text(runs[0])
+    return f"diverged x{len(runs)} (steps {', '.join(str(r['diverged']['step']) for r in runs)})"
 
 
 def cell_gap(aucs: dict, baseline: dict, tol: float = 1e-3) -> dict:
@@ -452,8 +527,14 @@ def largest_batch_gaps(records: list, tol: float = 1e-3) -> list:
 
 def headline(records: list) -> list:
     """One line per rule: the gap to the base-batch baseline at the largest batch, with its interval."""
-    return [f"{model} {optim} init {init:g}: {rule:>15} at {bs_label(bs)}: gap to none at {bs_label(base)} "
-            f"{format_gap(g)}" for (model, optim, init), rule, bs, base, g in largest_batch_gaps(records)]
+    lines = [f"{model} {optim} init {init:g}: {rule:>15} at {bs_label(bs)}: gap to none at {bs_label(base)} "
+             f"{format_gap(g)}" for (model, optim, init), rule, bs, base, g in largest_batch_gaps(records)]
+    for (model, optim, init), group in sorted(_groups(records).items()):
+        largest = max(r["bs"] for r in group)
+        for (rule, bs), runs in sorted(_diverged_cells(group).items(), key=lambda c: (ORDER[c[0][0]], c[0][1])):
+            if bs == largest:
+                lines.append(f"{model} {optim} init {init:g}: {rule:>15} at {bs_label(bs)}: {diverged_cell_text(runs)}")
+    return lines
 
 
 def _regime_note(group: list) -> str:
@@ -476,7 +557,7 @@ def markdown_report(records: list, test_counts: tuple[int, int] | None = None) -
         sizes = sorted({r["bs"] for r in group})
         rules = sorted({r["rule"] for r in group}, key=ORDER.get)
         cell = {(r["rule"], r["bs"]): r for r in group}
-        seeds = _by_seed(group)
+        seeds, diverged = _by_seed(group), _diverged_cells(group)
         base_bs = group[0]["base_bs"]
         baseline = seeds.get(("none", base_bs))
         header = "| rule | " + " | ".join(bs_label(b) for b in sizes) + " |"
@@ -490,15 +571,17 @@ def markdown_report(records: list, test_counts: tuple[int, int] | None = None) -
             cells = []
             for bs in sizes:
                 aucs = seeds.get((rule, bs))
-                if aucs is None:
-                    cells.append("")
-                    continue
-                text = f"{statistics.fmean(aucs.values()):.4f}" + (f" x{len(aucs)}" if len(aucs) > 1 else "")
-                if baseline is not None:
-                    text += f" ({cell_gap(aucs, baseline)['mean']:+.4f})"
+                text = ""
+                if aucs is not None:
+                    text = f"{statistics.fmean(aucs.values()):.4f}" + (f" x{len(aucs)}" if len(aucs) > 1 else "")
+                    if baseline is not None:
+                        text += f" ({cell_gap(aucs, baseline)['mean']:+.4f})"
+                if (rule, bs) in diverged:
+                    text += ("; " if text else "") + diverged_cell_text(diverged[(rule, bs)])
                 cells.append(text)
             lines.append(f"| {rule} | " + " | ".join(cells) + " |")
-        steps = {bs: next(r for r in group if r["bs"] == bs) for bs in sizes}
+        steps = {bs: next((r for r in group if r["bs"] == bs and not is_diverged(r)),
+                          next(r for r in group if r["bs"] == bs)) for bs in sizes}
         lines.append("| *updates per run* | " + " | ".join(f"{steps[b]['steps']:,}" for b in sizes) + " |")
         lines.append("| *step budget* | " + " | ".join(steps[b]["regime"].split(" (")[0] for b in sizes) + " |")
         bayes = group[0].get("bayes_auc")
@@ -528,7 +611,8 @@ def markdown_report(records: list, test_counts: tuple[int, int] | None = None) -
         lines += ["Wall time per run, seconds (training and per-epoch evaluation)", "", header, rule_line]
         for rule in rules:
             lines.append(f"| {rule} | " + " | ".join(
-                f"{cell[(rule, b)]['wall_seconds']:.0f}" if (rule, b) in cell else "" for b in sizes) + " |")
+                f"{cell[(rule, b)]['wall_seconds']:.0f}" if cell.get((rule, b), {}).get("wall_seconds") is not None
+                else "" for b in sizes) + " |")
         lines.append("")
 
         audited = [r for r in group if r.get("clip_audit")]
@@ -583,6 +667,20 @@ def plot_title(group: list) -> str:
     return f"{r['model']}, {r['embed_optim']} embedding Adam, init {r['init_stddev']:g}: {what}; seeds {seeds}"
 
 
+def mark_diverged(ax, diverged: dict, rules: list, colors) -> None:
+    """A diverged cell has no AUC: an X in the rule's style at the bottom of the gap panel, labelled
+    with the step it diverged at."""
+    import matplotlib.transforms as transforms
+
+    at_bottom = transforms.blended_transform_factory(ax.transData, ax.transAxes)
+    for (rule, bs), runs in sorted(diverged.items(), key=lambda c: (ORDER[c[0][0]], c[0][1])):
+        style = rule_style(rule, colors)
+        x = _dodge([bs], rule, rules)[0]
+        ax.plot([x], [0.04], transform=at_bottom, marker="X", markersize=10, color=style["color"], linestyle="none")
+        ax.annotate(f"{rule}: {diverged_cell_text(runs)}", (x, 0.04), xycoords=at_bottom, xytext=(6, 4),
+                    textcoords="offset points", fontsize=7, color=style["color"], rotation=90)
+
+
 def plot_report(records: list, path: Path) -> bool:
     """scaling.png: per (model, optimizer, init) a row of two panels, the AUC gap to `none` at the base
     batch (mean over seeds paired with the baseline, bars: 95 % t interval with >= 2 seeds) and wall
@@ -607,7 +705,7 @@ def plot_report(records: list, path: Path) -> bool:
             style = rule_style(rule, colors)
             walls = {}
             for r in group:
-                if r["rule"] == rule:
+                if r["rule"] == rule and r.get("wall_seconds") is not None:
                     walls.setdefault(r["bs"], []).append(r["wall_seconds"])
             time_ax.plot(sorted(walls), [statistics.fmean(walls[b]) for b in sorted(walls)], **style)
             if baseline is None:
@@ -618,6 +716,7 @@ def plot_report(records: list, path: Path) -> bool:
             high = [g["hi"] - g["mean"] if g.get("hi") is not None else 0.0 for _, g in gaps]
             gap_ax.errorbar(bs, mean, yerr=[low, high], capsize=3, **style)
         gap_ax.axhline(0.0, color="black", linewidth=0.8)
+        mark_diverged(gap_ax, _diverged_cells(group), rules, colors)
         for ax, ylabel in ((gap_ax, f"test AUC - AUC of none at {bs_label(base_bs)}"),
                            (time_ax, "wall time per run (s)")):
             ax.set_xscale("log", base=2)
@@ -698,39 +797,56 @@ def fit_budget(grid: dict, dataset: str, seed: int, meta: dict, budget_s: float 
     grid["epochs"], grid["train_fraction"] = plan.epochs, plan.fraction
 
 
-def _list(text: str | None, cast):
-    return None if text is None else tuple(cast(x) for x in text.split(",") if x.strip())
-
-
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--preset", default="quick", show_default=True, type=click.Choice(list(PRESETS)))
-@click.option("--out", default=None, help="output directory (default runs/scaling-<preset>)")
+@click.option("--out", default=None, type=click.Path(file_okay=False),
+              help="output directory (default runs/scaling-<preset>)")
 @click.option("--model", default="deepfm", show_default=True)
-@click.option("--data", default=None, help="dataset directory; default: a synthetic set of the preset's size")
-@click.option("--dataset", default=None, help="criteo_kaggle | avazu | synthetic: the base hyperparameters")
-@click.option("--rows", default=None, type=int, help="synthetic rows (default: the preset's)")
-@click.option("--max-vocab", default=None, type=int, help="synthetic largest field vocabulary (default: the preset's)")
+@click.option("--data", default=None, type=click.Path(exists=True, file_okay=False),
+              help="dataset directory; default: a synthetic set of the preset's size")
+@click.option("--dataset", default=None, type=click.Choice(sorted(DATASET_BASES), case_sensitive=False),
+              help="the base hyperparameters (default: synthetic for the generated set, else criteo_kaggle)")
+@click.option("--rows", default=None, type=POSITIVE_INT, help="synthetic rows (default: the preset's)")
+@click.option("--max-vocab", default=None, type=POSITIVE_INT,
+              help="synthetic largest field vocabulary (default: the preset's)")
 @click.option("--cache", default=None, help="where synthetic sets are generated (default $COWCLIP_CACHE or "
                                              "~/.cache/cowclip-engine)")
-@click.option("--batch-sizes", default=None, help="comma-separated, e.g. 1024,4096 (default: the preset's)")
-@click.option("--base-bs", default=None, type=int, help="the batch the rules scale from (default: the preset's)")
-@click.option("--rules", default=None, help=f"comma-separated subset of {','.join(ALL_RULES)} (with "
-                                            f"--embed-optim/--init-stddev: one sub-grid, one seed, in place of "
-                                            f"the preset's)")
-@click.option("--embed-optim", default=None, help="comma-separated subset of dense,lazy")
-@click.option("--init-stddev", default=None, help="comma-separated embedding init stddevs, e.g. 1e-2,1e-4")
-@click.option("--epochs", default=None, type=int, help="epochs of every run (default: the preset's; for "
+@click.option("--batch-sizes", default=None, type=CommaList(POSITIVE_INT),
+              help="comma-separated, e.g. 1024,4096 (default: the preset's)")
+@click.option("--base-bs", default=None, type=POSITIVE_INT,
+              help="the batch the rules scale from (default: the preset's)")
+@click.option("--rules", default=None, type=CommaList(click.STRING, ALL_RULES),
+              help=f"comma-separated subset of {','.join(ALL_RULES)} (with --embed-optim/--init-stddev: "
+                   f"one sub-grid, one seed, in place of the preset's)")
+@click.option("--embed-optim", default=None, type=CommaList(click.STRING, ("dense", "lazy")),
+              help="comma-separated subset of dense,lazy")
+@click.option("--init-stddev", default=None, type=CommaList(NON_NEGATIVE),
+              help="comma-separated embedding init stddevs, e.g. 1e-2,1e-4")
+@click.option("--epochs", default=None, type=POSITIVE_INT, help="epochs of every run (default: the preset's; for "
                                                           "--preset gpu, what --budget-s allows)")
-@click.option("--budget-s", default=None, type=float, help="--preset gpu: H200 seconds the grid may take "
+@click.option("--budget-s", default=None, type=POSITIVE, help="--preset gpu: H200 seconds the grid may take "
                                                            "(default 480; validate/study/budget.py)")
-@click.option("--seed", default=1235, show_default=True, type=int)
+@click.option("--seed", default=1235, show_default=True, type=SEED)
 @click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
-@click.option("--max-runs", default=0, type=int, help="stop after training this many new runs (0: all)")
+@click.option("--max-runs", default=0, type=COUNT, help="stop after training this many new runs (0: all)")
 @click.option("--keep-checkpoints", is_flag=True, help="keep each finished run's checkpoint")
 @click.option("--report-only", is_flag=True, help="only rebuild table.md and scaling.png from results.jsonl")
 def main(preset, out, model, data, dataset, rows, max_vocab, cache, batch_sizes, base_bs, rules, embed_optim,
          init_stddev, epochs, budget_s, seed, device, max_runs, keep_checkpoints, report_only):
     """Train a grid of scaling rules x batch sizes and report them side by side."""
+    from dataio.errors import PreprocessError
+
+    try:   # a damaged dataset or results file, data too small for the preset: one line, not a traceback
+        with refused_in_one_line():
+            study(preset, out, model, data, dataset, rows, max_vocab, cache, batch_sizes, base_bs, rules, embed_optim,
+                  init_stddev, epochs, budget_s, seed, device, max_runs, keep_checkpoints, report_only)
+    except PreprocessError as error:
+        raise click.ClickException(str(error)) from None
+
+
+def study(preset, out, model, data, dataset, rows, max_vocab, cache, batch_sizes, base_bs, rules, embed_optim,
+          init_stddev, epochs, budget_s, seed, device, max_runs, keep_checkpoints, report_only):
+    """The work of main, its options checked by click."""
     from dataio.meta import load_meta
     from models import canonical_model_name
 
@@ -739,13 +855,12 @@ def main(preset, out, model, data, dataset, rows, max_vocab, cache, batch_sizes,
         write_report(out, click.echo)
         return
     grid = dict(PRESETS[preset])
-    overrides = {"batch_sizes": _list(batch_sizes, int), "epochs": epochs, "base_bs": base_bs, "rows": rows,
+    overrides = {"batch_sizes": batch_sizes, "epochs": epochs, "base_bs": base_bs, "rows": rows,
                  "max_vocab": max_vocab}
     grid.update({k: v for k, v in overrides.items() if v is not None})
     if max_vocab is not None:   # an explicit largest vocabulary asks for the log-spaced shape
         grid["vocab"] = "geomspace"
-    sub = {"rules": _list(rules, str), "embed_optims": _list(embed_optim, str),
-           "init_stddevs": _list(init_stddev, float)}
+    sub = {"rules": rules, "embed_optims": embed_optim, "init_stddevs": init_stddev}
     if any(v is not None for v in sub.values()):  # one sub-grid; what is not given comes from the first
         grid["grids"] = [{k: v if v is not None else grid["grids"][0][k] for k, v in sub.items()}]
     for g in grid["grids"]:

@@ -23,6 +23,9 @@ from pathlib import Path
 
 import click
 
+from engine.run.errors import refused_in_one_line
+from engine.run.options import NON_NEGATIVE
+
 from validate.study.scaling import ORDER, bs_label, grid_difference, read_results, result_field
 
 # Two-sided 95 % quantiles of Student's t, by degrees of freedom (any statistics table).
@@ -73,6 +76,8 @@ def pooled_cells(records: list[dict]) -> dict:
     groups = {}
     for r in records:
         cells = groups.setdefault((r["model"], r["embed_optim"], r["init_stddev"]), {})
+        if r.get("diverged"):   # no AUC: validate.study.scaling's table names where it diverged
+            continue
         cells.setdefault((r["rule"], r["bs"]), {})[r["seed"]] = r["auc"]
     return groups
 
@@ -150,14 +155,16 @@ def seeds_report(records: list[dict], tol: float) -> str:
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("dirs", nargs=-1, required=True, type=click.Path(file_okay=False))
-@click.option("--tol", default=1e-3, show_default=True, help="the AUC loss that still counts as 'within'")
+@click.option("--tol", default=1e-3, show_default=True, type=NON_NEGATIVE,
+              help="the AUC loss that still counts as 'within'")
 @click.option("--out", default=None, help="also write the report to this file")
 def main(dirs, tol, out):
     """Pool validate.study.scaling grids run at different seeds into mean, spread and paired gaps."""
-    report = seeds_report(load_seeded([Path(d) for d in dirs]), tol)
-    click.echo(report)
-    if out:
-        Path(out).write_text(report + "\n")
+    with refused_in_one_line():   # a damaged results.jsonl, an --out that cannot be written
+        report = seeds_report(load_seeded([Path(d) for d in dirs]), tol)
+        click.echo(report)
+        if out:
+            Path(out).write_text(report + "\n")
 
 
 if __name__ == "__main__":
