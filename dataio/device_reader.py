@@ -8,6 +8,8 @@ for the same seed (dataio/reader.py): epoch e is perm = default_rng([seed, e]).p
 batch k holds rows sort(perm[k B:(k+1) B]). The permutation is drawn on the host with that same
 NumPy generator (so CPU and GPU runs see the same batches), copied to the device once per epoch
 (N int32), and every batch is a sort and three gathers on the device: no host copy per step.
+The split's ids were range-checked when read, so its batches are `CheckedBatch`es: the model
+skips its per-step check (a host sync on a device).
 
 `train_reader` is what engine/train.py calls: this reader when the array module is not NumPy,
 BatchReader would hold the split in memory (the same order), and the split takes at most
@@ -23,7 +25,7 @@ from typing import Iterator
 import numpy as np
 
 from dataio.reader import _ARRAYS, BatchReader, read_split
-from dataio.schema import Batch
+from dataio.schema import Batch, CheckedBatch
 
 DEVICE_SHARE = 0.25      # the most of the free device memory the training split may take
 
@@ -56,10 +58,10 @@ class DeviceBatchReader:
             perm = xp.asarray(self.order._epoch_rng(epoch).permutation(N).astype(np.int32))   # (N,)
         for step in range(start_step, self.steps_per_epoch):
             if perm is None:
-                yield Batch(*(a[step * B:min((step + 1) * B, N)] for a in self.arrays))
+                yield CheckedBatch(*(a[step * B:min((step + 1) * B, N)] for a in self.arrays))
             else:
                 idx = xp.sort(perm[step * B:(step + 1) * B])                               # (B,)
-                yield Batch(*(xp.take(a, idx, axis=0) for a in self.arrays))
+                yield CheckedBatch(*(xp.take(a, idx, axis=0) for a in self.arrays))
 
 
 def split_bytes(reader: BatchReader) -> int:

@@ -12,6 +12,12 @@ Batch = namedtuple("Batch", ["sparse", "dense", "label"])
 Batch.__doc__ = "sparse int32 (B, F), dense float32 (B, D), label float32 (B,)"
 
 
+class CheckedBatch(Batch):
+    """A Batch cut from a split whose ids were range-checked when it was read (dataio/shards.py
+    read_shard): the model skips its own check, which on a device costs a host sync per step."""
+    __slots__ = ()
+
+
 @dataclass(frozen=True)
 class Schema:
     vocab_sizes: tuple          # (F,) rows of each sparse field's vocabulary

@@ -27,7 +27,7 @@ import numpy as np
 from dataio.arrays import array_module_of
 from engine.layers.loss import loss_layer
 from models.init import glorot_normal
-from dataio.schema import Schema
+from dataio.schema import CheckedBatch, Schema
 
 EMBED_TABLE = "embed.table"
 LINEAR_TABLE = "linear.table"
@@ -117,12 +117,19 @@ class CTRModel:
     # ----------------------------------------------------------------------------------------
     # forward / backward
 
-    def global_ids(self, sparse):
-        """sparse (B, F) field-local ids -> (B, F) rows of the shared tables, range-checked."""
+    def batch_ids(self, batch):
+        """global_ids of batch.sparse; a CheckedBatch's ids were range-checked when read."""
+        return self.global_ids(batch.sparse, in_range=isinstance(batch, CheckedBatch))
+
+    def global_ids(self, sparse, in_range: bool = False):
+        """sparse (B, F) field-local ids -> (B, F) rows of the shared tables, range-checked unless
+        in_range (the caller knows them checked: the check reads a flag back from a device)."""
         xp = array_module_of(sparse)
         if sparse.ndim != 2 or sparse.shape[1] != self.schema.num_fields:
             raise ValueError(f"sparse ids have shape {tuple(sparse.shape)}, "
                              f"expected (batch, {self.schema.num_fields})")
+        if in_range:
+            return sparse.astype(xp.int64) + xp.asarray(self.offsets)[None, :]
         low, high = sparse.min(axis=0), sparse.max(axis=0)
         vocab = xp.asarray(self.vocab_sizes)
         bad = (low < 0) | (high >= vocab)

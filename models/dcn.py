@@ -29,7 +29,7 @@ class _DeepAndCross(CTRModel):
     def forward(self, params, batch, kernels, training=False, rng=None):
         xp = array_module_of(batch.dense)
         features = self.features(batch)                                               # (B, D)
-        ids = self.global_ids(batch.sparse)                                           # (B, F)
+        ids = self.batch_ids(batch)                                                   # (B, F)
         wide, _ = embedding_forward(params[LINEAR_TABLE], ids)                        # (B, F, 1)
         emb, _ = embedding_forward(params[EMBED_TABLE], ids)                          # (B, F, K)
         linear_logit, linear_cache = linear_forward(wide, features, params["linear.dense_w"])  # (B,)

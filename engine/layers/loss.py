@@ -54,7 +54,8 @@ def bce_with_logits_backward(cache):
 
 
 def keras_bce_forward(logits, labels):
-    """logits (B,), labels (B,) -> (Keras's clipped-probability loss as a Python float, cache)."""
+    """logits (B,), labels (B,) -> (Keras's clipped-probability loss, cache); the loss as in
+    bce_with_logits_forward: a Python float on the host, a 0-d array on a device."""
     xp = array_module_of(logits)
     dtype = logits.dtype.type
     eps = dtype(KERAS_EPSILON)
@@ -62,7 +63,8 @@ def keras_bce_forward(logits, labels):
     p = sigmoid(logits)                                              # (B,)
     p_clipped = xp.maximum(xp.minimum(p, dtype(1.0) - eps), eps)     # (B,)
     per_sample = -(labels * xp.log(p_clipped + eps) + (dtype(1.0) - labels) * xp.log(dtype(1.0) - p_clipped + eps))
-    return float(per_sample.mean()), (p, p_clipped, labels)
+    loss = per_sample.mean()
+    return (float(loss) if xp is np else loss), (p, p_clipped, labels)
 
 
 def keras_bce_backward(cache):

@@ -16,8 +16,9 @@ step adds, to the floor, LAUNCH_S per launch the GPU waits on and SYNC_S per hos
 Launches and syncs are counted, not typed in: `count_step` runs one train step (engine.step.train_step
 and the loop's divergence check, engine.run.guards.divergence) of the same model at a tiny size under
 Numba's CUDA simulator in a child process, with counting wrappers around every kernel module's
-`launch` (the numba-cuda kernels) and around the three host read-back sites of the loop: the id
-range check (model.global_ids), CuPy's unique (its output size; backend.index_ids) and the
+`launch` (the numba-cuda kernels) and around the host read-back sites of the loop: the id range
+check (model.global_ids; skipped for the device reader's batches, `CheckedBatch`, whose ids were
+checked when read, as the counted step's are), the unique ids' count (backend.index_ids) and the
 divergence check. CuPy's own elementwise, sort and reduction launches are not counted (the simulator
 runs them as NumPy), nor charged: the modelled step has numba-cuda's launches only.
 """
@@ -124,6 +125,7 @@ def counted_step(model_name: str, embed_optim: str) -> dict:
     from engine.backend import get_backend
     from engine.optim import AdamState
     from engine.run import guards
+    from dataio.schema import CheckedBatch
     from engine.step import train_step
     from validate.speed.problem import make_batch, make_model, make_params, step_config
 
@@ -152,10 +154,17 @@ def counted_step(model_name: str, embed_optim: str) -> dict:
         kernels = get_backend("cuda")
         kernels = type(kernels)(**{**vars(kernels), "index_ids": counting("unique size", kernels.index_ids)})
         model = make_model(model_name, 300)
-        model.global_ids = counting("id range check", model.global_ids)
+        check_ids = model.global_ids
+
+        def global_ids(sparse, in_range=False):       # the check reads a flag back unless skipped
+            if not in_range:
+                syncs["id range check"] += 1
+            return check_ids(sparse, in_range)
+
+        model.global_ids = global_ids
         params = make_params(model)
         state = AdamState.zeros_like(params, kernels.xp)
-        batch = make_batch(model, 16, seed=0)
+        batch = CheckedBatch(*make_batch(model, 16, seed=0))   # as the device reader yields them
         info = train_step(model, params, state, batch, step_config(embed_optim), kernels)
         counting("divergence check", guards.divergence)(info["loss"], params, state, kernels)
     finally:
