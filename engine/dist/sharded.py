@@ -121,5 +121,5 @@ def compact_view(model, compact_ids):
     positions in the batch's unique rows, so params may hold (U, C) tables. The model's own
     global_ids has already range-checked the batch."""
     view = copy.copy(model)
-    view.global_ids = lambda sparse: compact_ids
+    view.global_ids = lambda sparse, in_range=True: compact_ids
     return view
