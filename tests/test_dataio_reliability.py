@@ -1,7 +1,5 @@
-"""Hostile inputs to the data layer (issues 15 and 19): each case is refused with a one-line error
-naming the file:line or the option, loses nothing already written, and never runs silently wrong.
-
-Test ids name the issue and case, e.g. i15c1 = issue 15, case 1.
+"""Hostile inputs to the data layer: each case is refused with a one-line error naming the file:line
+or the option, loses nothing already written, and never runs silently wrong.
 """
 import json
 import os
@@ -38,9 +36,9 @@ def one_line_error(result) -> str:
     return lines[0]
 
 
-# ---- issue 15 ---------------------------------------------------------------------------------------
+# ---- preprocessing refuses what it cannot do safely ----------------------------------------
 
-def test_i15c1_out_that_is_not_a_dataset_is_refused_and_kept(tmp_path):
+def test_out_that_is_not_a_dataset_is_refused_and_kept(tmp_path):
     src = criteo_file(tmp_path / "in.tsv")
     user = tmp_path / "mine"
     (user / "sub").mkdir(parents=True)
@@ -64,7 +62,7 @@ def test_i15c1_out_that_is_not_a_dataset_is_refused_and_kept(tmp_path):
     assert (out / "my-notes.txt").exists() and (out / "meta.json").exists()
 
 
-def test_i15c2_out_containing_the_input_is_refused(tmp_path):
+def test_out_containing_the_input_is_refused(tmp_path):
     out = preprocess("criteo", criteo_file(tmp_path / "in.tsv"), tmp_path / "d")
     user = tmp_path / "work"
     user.mkdir()
@@ -76,7 +74,7 @@ def test_i15c2_out_containing_the_input_is_refused(tmp_path):
     assert load_meta(out)["kind"] == "criteo"
 
 
-def test_i15c9_avazu_bytes_are_kept_apart_losslessly(tmp_path):
+def test_avazu_bytes_are_kept_apart_losslessly(tmp_path):
     src = avazu_file(tmp_path / "a.csv", site_ids={0: b"\xff\xfe", 1: b"\xfe\xff", 2: b"\xff\xfe", 3: b"caf\xc3\xa9"})
     out = preprocess("avazu", src, tmp_path / "d", split="rand")
     meta = load_meta(out)
@@ -98,21 +96,21 @@ OUT_OF_RANGE = ["2.2250738585072014e-308", "1.7976931348623157e308", "1e39", "1e
 
 
 @pytest.mark.parametrize("text", EXACT)
-def test_i15c10_dense_values_parse_exactly_as_python(text):
+def test_dense_values_parse_exactly_as_python(text):
     buf = np.frombuffer(text.encode(), dtype=np.uint8)
     status, value = tk._parse_decimal(buf, 0, len(buf))
     assert status == 0 and value == float(text) and np.signbit(value) == np.signbit(float(text))
 
 
 @pytest.mark.parametrize("text", OUT_OF_RANGE)
-def test_i15c10_i19c9_dense_values_outside_the_exact_range_are_refused_with_file_line(tmp_path, text):
+def test_dense_values_outside_the_exact_range_are_refused_with_file_line(tmp_path, text):
     src = criteo_file(tmp_path / "in.tsv", lines={5: criteo_line(5, dense=text)})
     with pytest.raises(PreprocessError, match=r"in\.tsv:6: column I1: dense value outside the exactly parsed range"):
         preprocess("criteo", src, tmp_path / "d", dense_transform="none")
     assert not (tmp_path / "d").exists()
 
 
-def test_i15c10_random_decimals_equal_python_float():
+def test_random_decimals_equal_python_float():
     rng = np.random.default_rng(0)
     for _ in range(2000):
         digits = "".join(rng.choice(list("0123456789"), size=int(rng.integers(1, 16))))
@@ -125,18 +123,18 @@ def test_i15c10_random_decimals_equal_python_float():
 
 
 CLI_CASES = {
-    "i15c14-shard-rows-0": (["--shard-rows", "0"], "--shard-rows"),
-    "i15c14-shard-rows-neg": (["--shard-rows", "-5"], "--shard-rows"),
-    "i15c14-seed-neg": (["--seed", "-1"], "--seed"),
-    "i15c14-avazu-preset": (["--dataset", "avazu", "--preset", "criteo_x4"], "--preset criteo_x4"),
-    "i15c14-avazu-seq": (["--dataset", "avazu", "--split", "seq"], "--split seq"),
-    "i15c14-out-dot": (["--out", "."], "current directory"),
-    "i16-valid-with-seq": (["--split", "seq", "--valid-fraction", "0.1"], "--valid-fraction"),
+    "shard-rows-0": (["--shard-rows", "0"], "--shard-rows"),
+    "shard-rows-neg": (["--shard-rows", "-5"], "--shard-rows"),
+    "seed-neg": (["--seed", "-1"], "--seed"),
+    "avazu-preset": (["--dataset", "avazu", "--preset", "criteo_x4"], "--preset criteo_x4"),
+    "avazu-seq": (["--dataset", "avazu", "--split", "seq"], "--split seq"),
+    "out-dot": (["--out", "."], "current directory"),
+    "valid-with-seq": (["--split", "seq", "--valid-fraction", "0.1"], "--valid-fraction"),
 }
 
 
 @pytest.mark.parametrize("case", list(CLI_CASES))
-def test_i15c14_option_errors_are_one_line(tmp_path, case):
+def test_option_errors_are_one_line(tmp_path, case):
     src = avazu_file(tmp_path / "a.csv") if "avazu" in case else criteo_file(tmp_path / "in.tsv")
     args, needle = CLI_CASES[case]
     base = {"--dataset": "criteo", "--input": str(src), "--out": str(tmp_path / "d")}
@@ -147,7 +145,7 @@ def test_i15c14_option_errors_are_one_line(tmp_path, case):
     assert not (tmp_path / "d").exists()
 
 
-def test_i15c14_vocab_from_other_kind_and_read_only_out(tmp_path, monkeypatch):
+def test_vocab_from_other_kind_and_read_only_out(tmp_path, monkeypatch):
     crit = preprocess("criteo", criteo_file(tmp_path / "in.tsv"), tmp_path / "c")
     with pytest.raises(PreprocessError, match="--vocab-from .*a criteo dataset, this is avazu"):
         preprocess("avazu", avazu_file(tmp_path / "a.csv"), tmp_path / "a", vocab_from=crit)
@@ -172,16 +170,16 @@ def test_i15c14_vocab_from_other_kind_and_read_only_out(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("first_line", ["label\tI1\tI2\n", "0,1,2,3\n"], ids=["header", "commas"])
-def test_i15c14_wrong_format_gets_a_format_hint(tmp_path, first_line):
+def test_wrong_format_gets_a_format_hint(tmp_path, first_line):
     src = criteo_file(tmp_path / "in.tsv", lines={0: first_line})
     res = CliRunner().invoke(pp.main, ["--dataset", "criteo", "--input", str(src), "--out", str(tmp_path / "d")])
     line = one_line_error(res)
     assert "in.tsv:1:" in line and "40 tab-separated fields" in line and "header" in line, line
 
 
-# ---- issue 19 ---------------------------------------------------------------------------------------
+# ---- hostile input: bad lines, crafted files, kills ----------------------------------------
 
-def test_i19c1_avazu_long_value_is_a_bad_line_and_memory_follows_the_values(tmp_path):
+def test_avazu_long_value_is_a_bad_line_and_memory_follows_the_values(tmp_path):
     src = avazu_file(tmp_path / "a.csv", site_ids={7: b"x" * 20_000, 9: b"y" * 900})
     with pytest.raises(PreprocessError, match=r"a\.csv:9: column site_id: value longer than 1024 bytes"):
         preprocess("avazu", src, tmp_path / "d")
@@ -193,7 +191,7 @@ def test_i19c1_avazu_long_value_is_a_bad_line_and_memory_follows_the_values(tmp_
     assert col[3].dtype == object
 
 
-def test_i19c2_blank_lines_fail_at_the_first_and_skip_keeps_a_bounded_sample(tmp_path):
+def test_blank_lines_fail_at_the_first_and_skip_keeps_a_bounded_sample(tmp_path):
     src = tmp_path / "in.tsv"
     src.write_text("".join(criteo_line(i) for i in range(20)) + "\n" * 200_000 + criteo_line(21))
     with pytest.raises(PreprocessError, match=r"in\.tsv:21: column"):
@@ -210,7 +208,7 @@ def test_i19c2_blank_lines_fail_at_the_first_and_skip_keeps_a_bounded_sample(tmp
     assert errors["skipped_lines"] == 200_000 and [e["line"] for e in errors["first"]] == list(range(21, 31))
 
 
-def test_i19c4_input_replaced_between_passes_or_growing_is_refused(tmp_path, monkeypatch):
+def test_input_replaced_between_passes_or_growing_is_refused(tmp_path, monkeypatch):
     src = criteo_file(tmp_path / "in.tsv", n=60)
     real_count = pp.count_pass
 
@@ -236,7 +234,7 @@ def test_i19c4_input_replaced_between_passes_or_growing_is_refused(tmp_path, mon
     assert not (tmp_path / "d").exists() and not list(tmp_path.glob(".d.*"))
 
 
-def test_i19c12_out_symlinks(tmp_path):
+def test_out_symlinks(tmp_path):
     src = criteo_file(tmp_path / "in.tsv")
     real = preprocess("criteo", src, tmp_path / "real")
     link = tmp_path / "link"
@@ -269,7 +267,7 @@ def _rewrite_dense(path: Path, make):
         make(f, shape, dtype)
 
 
-def test_i19c13_crafted_shards_and_meta_are_refused(tmp_path, small):
+def test_crafted_shards_and_meta_are_refused(tmp_path, small):
     secret = tmp_path / "secret.bin"
     secret.write_bytes(b"\x00" * 10_000_000)
     shard = small / "train-00000.h5"
@@ -309,7 +307,7 @@ def _layout(secret, shape, dtype, tmp_path):
     return layout
 
 
-def test_i19c14_a_flipped_bit_fails_its_checksum(small):
+def test_a_flipped_bit_fails_its_checksum(small):
     meta = load_meta(small)
     assert set(meta["splits"]["test"]["crc32"][0]) == {"sparse", "dense", "label", "prob"}
     shard = small / "train-00001.h5"
@@ -338,7 +336,7 @@ pp.main()
 """
 
 
-def test_i19c14_sigterm_leaves_no_temp_dir_and_stale_ones_go(tmp_path):
+def test_sigterm_leaves_no_temp_dir_and_stale_ones_go(tmp_path):
     src = criteo_file(tmp_path / "in.tsv")
     proc = subprocess.Popen([sys.executable, "-c", SLOW_PREPROCESS, "--dataset", "criteo", "--input", str(src),
                              "--out", str(tmp_path / "d")], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -360,7 +358,7 @@ def test_i19c14_sigterm_leaves_no_temp_dir_and_stale_ones_go(tmp_path):
     assert not stale.exists() and live.exists()
 
 
-def test_i19c17_vocab_from_a_log_dataset_inherits_its_transform(tmp_path):
+def test_vocab_from_a_log_dataset_inherits_its_transform(tmp_path):
     src = criteo_file(tmp_path / "in.tsv")
     logd = preprocess("criteo", src, tmp_path / "log", dense_transform="log")
     out = preprocess("criteo", src, tmp_path / "new", vocab_from=logd)
@@ -374,15 +372,15 @@ def test_i19c17_vocab_from_a_log_dataset_inherits_its_transform(tmp_path):
                                          (["--test-fraction", "0"], "--test-fraction"),
                                          (["--rows", "2", "--test-fraction", "0.9"], "no training rows"),
                                          (["--rows", "0"], "--rows")],
-                         ids=["i19c17-test-1.5", "i19c17-test-0", "i19c17-no-train-rows", "rows-0"])
-def test_i19c17_synthetic_option_errors_are_one_line(tmp_path, args, needle):
+                         ids=["test-1.5", "test-0", "no-train-rows", "rows-0"])
+def test_synthetic_option_errors_are_one_line(tmp_path, args, needle):
     from dataio.synthetic import main
     line = one_line_error(CliRunner().invoke(main, ["--out", str(tmp_path / "d")] + args))
     assert needle in line, line
     assert not (tmp_path / "d").exists()
 
 
-def test_i15c1_synthetic_out_that_is_not_a_dataset_is_refused(tmp_path):
+def test_synthetic_out_that_is_not_a_dataset_is_refused(tmp_path):
     from dataio.synthetic import main
     user = tmp_path / "mine"
     user.mkdir()
