@@ -10,7 +10,7 @@ is exactly what numpy < 2.5 had, so it changes nothing for any other code.
 numba-cuda warns on every launch of fewer than 128 blocks ("Grid size ... will likely result in GPU
 under-utilization due to low occupancy"): at a small batch, or for the short launches that sum a
 bias gradient, that is every step. `quiet_low_occupancy` turns that warning off unless the user set
-NUMBA_CUDA_LOW_OCCUPANCY_WARNINGS; the roofline (validate/roofline.py) is where occupancy is judged.
+NUMBA_CUDA_LOW_OCCUPANCY_WARNINGS; the roofline (validate/speed/roofline.py) is where occupancy is judged.
 
 `engine/kernels/common.py`, the one module that imports `numba.cuda`, imports this first.
 Drop a shim once the numba-cuda it works around is no longer supported.

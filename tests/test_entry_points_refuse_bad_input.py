@@ -177,8 +177,9 @@ CASES = {
     "validate.audit.explain": [("unknown option", lambda f: ["--no-such-option"])],
     "validate.audit.gradcheck": [("unknown option", lambda f: ["--no-such-option"])],
     "validate.device_check": [("steps 0", lambda f: ["--steps", "0"]), ("budget-s -1", lambda f: ["--budget-s", "-1"])],
-    "validate.roofline": [("bs 0", lambda f: ["--bs", "0"]), ("vocab abc", lambda f: ["--vocab", "abc"])],
     "validate.speed.roofline": [
+        ("bs 0", lambda f: ["--bs", "0"]),
+        ("vocab abc", lambda f: ["--vocab", "abc"]),
         ("unknown model", lambda f: ["--model", "nosuch"]),
         ("unique-fraction 0", lambda f: ["--unique-fraction", "0"]),
         ("unknown gpu", lambda f: ["--gpu", "T4"]),

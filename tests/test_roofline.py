@@ -1,4 +1,4 @@
-"""validate.roofline: its launch and sync counts are those of a real step, and its bytes follow the shapes."""
+"""validate.speed.roofline: its launch and sync counts are those of a real step, and its bytes follow the shapes."""
 import json
 import os
 import subprocess

@@ -25,9 +25,9 @@ exits with status 2 (nothing was checked).
                CUDA is absent. Strict float32 on both sides (CuPy and torch do not use TF32 for
                float32 GEMMs unless asked: CUPY_TF32=1, torch.backends.cuda.matmul.allow_tf32);
                the 7 rows of issue 14's table and DeepFM at b = 1024 and 8192 with dense tables
-  5. roofline  validate.roofline's floor of DeepFM at the largest timed row on this GPU (H200, A100
+  5. roofline  validate.speed.roofline's floor of DeepFM at the largest timed row on this GPU (H200, A100
                or V100 by name), beside the step measured in 4 (`measured step <ms> ms`, which
-               `python -m validate.roofline --log REPORT` reads back)
+               `python -m validate.speed.roofline --log REPORT` reads back)
   6. scaling   `python -m validate.study.scaling --preset gpu --device cuda` with the device time left
                of --budget-s (its --budget-s), its results in --scaling-out; not under --tiny
 
@@ -398,7 +398,7 @@ class Tee:
 
 
 def print_roofline_beside(versus: list[tuple], device: str, cases: list, model_config) -> None:
-    """Part 5: validate.roofline for the largest timed DeepFM row, with that row's measured step."""
+    """Part 5: validate.speed.roofline for the largest timed DeepFM row, with that row's measured step."""
     from validate.speed.roofline import GPUS, count_step, gpu_named, print_roofline, roofline
 
     vocab, mode, batch_size = max(cases, key=lambda c: (c[2], c[0], c[1] == "dense"))

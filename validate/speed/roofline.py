@@ -1,9 +1,9 @@
 """The floor of one training step on a named GPU, phase by phase, from what each phase must move and
 compute, beside the launches and host syncs the code path makes.
 
-    python -m validate.roofline                                   # DeepFM, b = 131072, Criteo's V, dense, H200
-    python -m validate.roofline --model dcn --bs 1024 --vocab small --embed-optim lazy --gpu A100
-    python -m validate.roofline --log device_check.txt            # beside the last measured numbers
+    python -m validate.speed.roofline                                   # DeepFM, b = 131072, Criteo's V, dense, H200
+    python -m validate.speed.roofline --model dcn --bs 1024 --vocab small --embed-optim lazy --gpu A100
+    python -m validate.speed.roofline --log device_check.txt            # beside the last measured numbers
 
 Symbols: B batch, F sparse fields, D dense features, K embedding dim, V table rows, U unique ids of
 a batch (U = --unique-fraction * B * F, an assumption: Criteo's ids repeat heavily), P weights.
