@@ -8,7 +8,8 @@ Each global step runs its phases in this order (engine/train.py):
                  with --early-stop: the valid AUC, a new best into best/pending, the stop decision
     checkpoint   (every --checkpoint-every steps, at each epoch's end, at the run's last step) parameters,
                  Adam state, data position, RNG, and `run_state`: the metrics.jsonl lines written so far,
-                 the early-stopping state and the last evaluation; then best/pending becomes best/checkpoint
+                 the early-stopping state, the last evaluation and the epoch's recent losses; then
+                 best/pending becomes best/checkpoint
 and after the last step:
     score        --early-stop: a "best" line with the test metrics of best/checkpoint
     final        final_metrics.json, written by replace and last
@@ -42,9 +43,32 @@ def kill_point(phase: str, global_step: int) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def run_state(lines: int, early, last_eval: dict | None) -> dict:
-    """What a checkpoint records of the run besides the model (state.json's "run")."""
-    return {"metrics_lines": lines, "last_eval": last_eval,
+def starts_over(out: Path, writes: bool) -> bool:
+    """--resume of a run killed before its first checkpoint: True, and the run directory is set back to a
+    fresh start (metrics.jsonl emptied, a half-written best/ removed); the run then starts again from
+    step 0, which is what it would have done. False when there is a checkpoint to resume from (a swap
+    cut off is finished first). writes: this process may change the run directory (rank 0 under MPI)."""
+    from engine.checkpoint import recover_checkpoint
+    from engine.early_stop import settle_best
+    from engine.run_files import write_replace
+
+    recovered = recover_checkpoint(out) if writes else None
+    if recovered:
+        print(f"{out}: {recovered}")
+    if (Path(out) / "checkpoint" / "state.json").is_file():
+        return False
+    print(f"{out}: no checkpoint yet (stopped before its first): starting again from step 0", flush=True)
+    if writes:
+        write_replace(Path(out) / "metrics.jsonl", "")
+        settle_best(out, -1)
+    return True
+
+
+def run_state(lines: int, early, last_eval: dict | None, running: list) -> dict:
+    """What a checkpoint records of the run besides the model (state.json's "run"): the metrics.jsonl lines
+    written, the last evaluation, the epoch's recent losses (the logged running loss is their mean) and
+    the early-stopping state."""
+    return {"metrics_lines": lines, "last_eval": last_eval, "running": list(running),
             "early_stop": None if early is None else {"best_valid_auc": early.best_valid_auc,
                                                       "best_step": early.best_step,
                                                       "since_best": early.since_best}}

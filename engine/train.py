@@ -37,23 +37,26 @@ from engine.accumulate import accumulated_loss_and_grads
 from engine.backend import resolve_device
 from engine.checkpoint import load_checkpoint, recover_checkpoint, save_checkpoint
 from engine.cowclip import COWCLIP, ClipRule
-from engine.early_stop import EarlyStopping, best_dir
+from engine.early_stop import PENDING, EarlyStopping, best_dir, settle_best
 from engine.errors import TrainingError
 from engine.evaluate import evaluate, json_safe
 from engine.footprint import check_fits, estimate, param_shapes
 from engine.guards import check_train_rows, loss_problem, non_finite_state, zero_clip_warning
 from engine.optim import AdamState
+from engine.phases import finished, kill_point, run_state, starts_over
 from engine.options import COUNT, NON_NEGATIVE, POSITIVE_INT, PROBABILITY_BELOW_ONE, SEED
 from engine.progress import compile_notice, eta_seconds, format_duration
 from engine.run_config import (LOG_EVERY, OPTIMIZERS, REFERENCE_EPOCHS, SYNTHETIC_EPOCHS, RunConfig,
                                options_from_config, resolve)
 from engine.run_dir import (check_fingerprint, claim_run_dir, clear_run_files, data_fingerprint, locked,
                             refuse_links, truncate_metrics)
+from engine.run_files import append_line, fsync_file, write_replace
 from engine.scaling import CLI_RULES
 from engine.step import StepConfig, apply_gradients
 from models import ModelConfig, Schema, build_model, describe_model
 
 PROFILE_STEPS = (80, 100)   # --profile: the reference's TensorBoard profile_batch '80,100'
+RUNNING = 50                # the running loss is the mean of the epoch's last RUNNING losses
 
 
 @dataclass
@@ -75,6 +78,8 @@ class Job:
     valid: dict | None = None       # the valid split, on the device, when --early-stop is on
     early: EarlyStopping | None = None
     stopped: bool = False           # early stopping said stop
+    last_eval: dict | None = None   # the last evaluation's record (a checkpoint keeps it for final_metrics.json)
+    running: list = field(default_factory=list)   # this epoch's last RUNNING losses (a checkpoint keeps them)
     profiler: cProfile.Profile | None = None
     steps_run: int = 0              # steps taken in this process
     samples: int = 0                # samples trained on in this process
@@ -101,35 +106,29 @@ def run(cfg: RunConfig, out: Path, resume: bool, clip_rule: ClipRule = COWCLIP, 
     scaling study's ablations (engine/cowclip.py). dist: engine.dist's Distributed for this rank of
     an MPI run, or None."""
     job, position = prepare(cfg, out, resume, clip_rule, dist)
-    steps_per_epoch = job.reader.steps_per_epoch
-    last_eval = None
     epoch = position["epoch"]
     if _reached_max_steps(cfg, job.global_step):
         print(f"global step {job.global_step} is at or past --max-steps {cfg.max_steps}: no step taken")
     for epoch in range(position["epoch"], cfg.epochs):
-        if _reached_max_steps(cfg, job.global_step):  # resumed at or past --max-steps: take no step
+        if job.stopped or _reached_max_steps(cfg, job.global_step):   # resumed with no step left
             break
         start_step = position["step_in_epoch"] if epoch == position["epoch"] else 0
-        step_in_epoch, evaluated = train_epoch(job, epoch, start_step)
-        last_eval = evaluated or last_eval
+        train_epoch(job, epoch, start_step)
         if job.stopped or _reached_max_steps(cfg, job.global_step):
-            save(job, epoch, step_in_epoch)
             break
-        if not (cfg.eval_every and job.global_step % cfg.eval_every == 0):
-            last_eval = evaluate_now(job, epoch)
-        save(job, epoch, steps_per_epoch)
-        if job.stopped:
-            break
-    if last_eval is None or last_eval["step"] != job.global_step:
-        last_eval = evaluate_now(job, max(epoch, 0))
+    if job.last_eval is None or job.last_eval["step"] != job.global_step:   # no step taken since
+        job.last_eval = evaluate_now(job, max(min(epoch, cfg.epochs - 1), 0))
+    last_eval = job.last_eval
     final = {**last_eval, "steps": job.global_step, "wall_seconds": time.perf_counter() - job.started}
     if job.early is not None:
         final = {**best_test_metrics(job), "last": last_eval, "steps": job.global_step,
                  "stopped_early": job.stopped, "wall_seconds": final["wall_seconds"]}
+        kill_point("score", job.global_step)
     if dist:
         final.update(dist.summary(job.params, job.state))
     if job.writes:
-        (out / "final_metrics.json").write_text(json.dumps(json_safe(final), indent=2, allow_nan=False))
+        kill_point("final", job.global_step)
+        write_replace(out / "final_metrics.json", json.dumps(json_safe(final), indent=2, allow_nan=False))
     return final
 
 
@@ -165,11 +164,12 @@ def prepare(cfg: RunConfig, out: Path, resume: bool, clip_rule: ClipRule = COWCL
     if writes:
         refuse_links(out)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps({**asdict(cfg), "step_config": asdict(step_config),
-                                                     "schema": asdict(schema), "device_line": device_line,
-                                                     "data_fingerprint": fingerprint}, indent=2, default=str))
+        write_replace(out / "config.json", json.dumps({**asdict(cfg), "step_config": asdict(step_config),
+                                                       "schema": asdict(schema), "device_line": device_line,
+                                                       "data_fingerprint": fingerprint}, indent=2, default=str))
     test = {k: xp.asarray(v) for k, v in read_split(cfg.data, "test").items() if k in ("sparse", "dense", "label")}
     rng = np.random.default_rng(cfg.seed)
+    resume = resume and not starts_over(out, writes)
     if resume:
         params, state, position = resume_from_checkpoint(out, model, xp, writes)
         rng.bit_generator.state = position["rng"]
@@ -178,17 +178,23 @@ def prepare(cfg: RunConfig, out: Path, resume: bool, clip_rule: ClipRule = COWCL
         state = AdamState.zeros_like(params, xp)
         position = {"epoch": 0, "step_in_epoch": 0, "global_step": 0}
         if writes:
-            (out / "metrics.jsonl").write_text("")
+            write_replace(out / "metrics.jsonl", "")
     if dist:
         params, state = dist.place(params, state)   # --shard-tables: this rank's rows of the tables
     job = Job(cfg, out, model, kernels, reader, step_config, params, state, rng, test, meta.get("bayes", {}),
               global_step=position["global_step"], checkpoint_step=position["global_step"] if resume else None,
               dist=dist)
     print(describe_model(cfg.model, params))
+    recorded = position.get("run") or {}   # what the checkpoint's run had recorded (engine/phases.py)
+    job.last_eval, job.running = recorded.get("last_eval"), recorded.get("running", [])
     if cfg.early_stop:
         job.valid = {k: xp.asarray(v) for k, v in read_split(cfg.data, "valid").items()
                      if k in ("sparse", "dense", "label")}
-        job.early = EarlyStopping.load_or_new(out, cfg.early_stop)
+        job.early = (EarlyStopping.load_or_new(out, cfg.early_stop, recorded.get("early_stop")) if resume
+                     else EarlyStopping(cfg.early_stop))
+        job.stopped = job.early.should_stop
+        if resume and writes:
+            settle_best(out, job.early.best_step)   # best/ as the checkpoint knows it
     notice = compile_notice(kernels.name)
     if notice:
         print(notice, flush=True)
@@ -216,37 +222,41 @@ def resume_from_checkpoint(out: Path, model, xp, writes: bool = True) -> tuple[d
     if recovered:
         print(f"{out}: {recovered}")
     params, state, position = load_checkpoint(out, xp.asarray, param_shapes(model))
-    dropped = truncate_metrics(out / "metrics.jsonl", position["global_step"]) if writes else 0
+    lines = (position.get("run") or {}).get("metrics_lines")
+    dropped = truncate_metrics(out / "metrics.jsonl", position["global_step"], lines) if writes else 0
     print(f"resumed from {out / 'checkpoint'} at epoch {position['epoch'] + 1}, step {position['step_in_epoch']} "
           f"(global step {position['global_step']})" + (f"; dropped {dropped} metrics.jsonl line(s) logged "
                                                         f"after it" if dropped else ""))
     return params, state, position
 
 
-def train_epoch(job: Job, epoch: int, start_step: int) -> tuple[int, dict | None]:
-    """The batches of one epoch from `start_step` on. -> (last step in the epoch, last evaluation or None)."""
+def train_epoch(job: Job, epoch: int, start_step: int) -> None:
+    """The batches of one epoch from `start_step` on, each step's phases in order: step, log, evaluation
+    (at its cadence, the epoch's end and the run's last step), checkpoint (engine/phases.py)."""
     cfg, steps_per_epoch = job.cfg, job.reader.steps_per_epoch
-    running, tick, last_eval = [], time.perf_counter(), None
-    step_in_epoch = start_step
+    tick = time.perf_counter()
+    if start_step == 0:
+        job.running = []
     for step_in_epoch, batch in enumerate(job.reader.iter_epoch(epoch, start_step), start=start_step + 1):
         loss, info = take_step(job, batch, epoch, step_in_epoch)
+        kill_point("step", job.global_step)
         profile_steps(job)
-        running.append(loss)
+        job.running = running = [*job.running[1 - RUNNING:], loss]
         epoch_end = step_in_epoch == steps_per_epoch
         if job.global_step % cfg.log_every == 0 or epoch_end:
             log_step(job, epoch, loss, running, info)
+            kill_point("log", job.global_step)
         if time.perf_counter() - tick > (1.0 if sys.stderr.isatty() else 15.0) or epoch_end:
-            show_progress(job, epoch, step_in_epoch, float(np.mean(running[-50:])))
+            show_progress(job, epoch, step_in_epoch, float(np.mean(running[-RUNNING:])))
             tick = time.perf_counter()
-        if cfg.eval_every and job.global_step % cfg.eval_every == 0:
-            last_eval = evaluate_now(job, epoch)
-            if job.stopped:
-                break
-        if cfg.checkpoint_every and job.global_step % cfg.checkpoint_every == 0:
+        last_step = _reached_max_steps(cfg, job.global_step)
+        if (cfg.eval_every and job.global_step % cfg.eval_every == 0) or epoch_end or last_step:
+            job.last_eval = evaluate_now(job, epoch)
+        if (cfg.checkpoint_every and job.global_step % cfg.checkpoint_every == 0) or epoch_end or last_step \
+                or job.stopped:   # after the step's log and evaluation, so the checkpoint covers them
             save(job, epoch, step_in_epoch)
-        if _reached_max_steps(cfg, job.global_step):
+        if job.stopped or last_step:
             break
-    return step_in_epoch, last_eval
 
 
 def take_step(job: Job, batch, epoch: int, step_in_epoch: int) -> tuple[float, dict]:
@@ -323,7 +333,7 @@ def profile_steps(job: Job) -> None:
         job.profiler.disable()
         text = io.StringIO()
         pstats.Stats(job.profiler, stream=text).sort_stats("cumulative").print_stats(40)
-        (job.out / "profile.txt").write_text(f"steps {first}-{last}\n" + text.getvalue())
+        write_replace(job.out / "profile.txt", f"steps {first}-{last}\n" + text.getvalue())
         job.profiler = None
         print(f"[profile] steps {first}-{last}: {job.out / 'profile.txt'}", flush=True)
 
@@ -333,15 +343,14 @@ def profile_steps(job: Job) -> None:
 
 
 def _append(path: Path, record: dict) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(json_safe(record), allow_nan=False) + "\n")
+    append_line(path, json.dumps(json_safe(record), allow_nan=False))
 
 
 def log_step(job: Job, epoch: int, loss: float, running: list, info: dict) -> None:
     if not job.writes:
         return
     record = {"type": "step", "epoch": epoch + 1, "step": job.global_step, "loss": loss,
-              "running_loss": float(np.mean(running[-50:])), "lr": info["lr"],
+              "running_loss": float(np.mean(running[-RUNNING:])), "lr": info["lr"],
               "lr_embed": job.step_config.lr_embed, "samples_per_s": job.samples_per_s,
               "elapsed": time.perf_counter() - job.started}
     record.update({k: v for k, v in info.items() if k.startswith(("audit.", "norm."))})
@@ -377,6 +386,7 @@ def evaluate_now(job: Job, epoch: int) -> dict:
         observe_valid(job, epoch, record)
     if job.writes:
         _append(job.metrics_path, record)
+    kill_point("eval", job.global_step)
     beside = f"  (Bayes-optimal AUC {bayes['test_auc']:.4f}, logloss {bayes['test_logloss']:.4f})" if bayes else ""
     print(f"[eval] epoch {epoch + 1} step {job.global_step}: test AUC {_auc_text(result)}, logloss "
           f"{_number(result['logloss'])}, NE {_number(result['ne'])}, calibration {_number(result['calibration'])}"
@@ -389,13 +399,15 @@ def evaluate_now(job: Job, epoch: int) -> dict:
 
 
 def observe_valid(job: Job, epoch: int, record: dict) -> None:
-    """--early-stop: valid metrics into `record`; a new best is checkpointed into RUN/best/."""
+    """--early-stop: valid metrics into `record`; a new best is checkpointed into RUN/best/pending, made
+    RUN/best/checkpoint by the next checkpoint of the run (engine/early_stop.py)."""
     valid = evaluate(job.model, job.params, job.valid, job.kernels)
     record.update({f"valid_{k}": v for k, v in valid.items()})
     if job.early.observe(valid["auc"], job.global_step):
         position = {"epoch": epoch, "step_in_epoch": 0, "global_step": job.global_step}
         save_checkpoint(best_dir(job.out), job.params, job.state, position, job.rng.bit_generator.state,
-                        job.kernels.to_host)
+                        job.kernels.to_host, name=PENDING)
+        kill_point("best", job.global_step)
     job.early.save(job.out)
     job.stopped = job.early.should_stop
 
@@ -430,7 +442,13 @@ def save(job: Job, epoch: int, step_in_epoch: int) -> None:
     position = {"epoch": epoch, "step_in_epoch": step_in_epoch, "global_step": job.global_step}
     params, state = job.dist.full_state(job.params, job.state) if job.dist else (job.params, job.state)
     if job.writes:   # rank 0, with whole tables gathered from the shards
-        save_checkpoint(job.out, params, state, position, job.rng.bit_generator.state, job.kernels.to_host)
+        fsync_file(job.metrics_path)   # the lines the checkpoint counts are on disk before it is
+        lines = job.metrics_path.read_bytes().count(b"\n")
+        save_checkpoint(job.out, params, state, position, job.rng.bit_generator.state, job.kernels.to_host,
+                        run_state=run_state(lines, job.early, job.last_eval, job.running))
+        kill_point("checkpoint", job.global_step)
+        if job.early is not None:
+            settle_best(job.out, job.early.best_step)
     job.checkpoint_step = job.global_step
 
 
@@ -572,10 +590,10 @@ def refuse_finished_run(out: Path, cfg: RunConfig, root: bool = True) -> None:
     state = out / "checkpoint" / "state.json"
     if state.is_file():
         position = json.loads(state.read_text())
-        if position.get("epoch", 0) >= cfg.epochs:
-            raise TrainingError(f"{out}: the run already finished (all {cfg.epochs} epochs, global step "
-                                f"{position.get('global_step')}); its results are in {out / 'final_metrics.json'}. "
-                                f"Evaluate it with python -m engine.evaluate --run {out}")
+        if finished(out, cfg, position):
+            raise TrainingError(f"{out}: the run already finished (global step {position.get('global_step')}); "
+                                f"its results are in {out / 'final_metrics.json'}. Evaluate it with "
+                                f"python -m engine.evaluate --run {out}, or train on with --max-steps N")
 
 
 def apply_config_file(ctx: click.Context, opts: dict) -> dict:
