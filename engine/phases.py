@@ -21,8 +21,10 @@ before it is lost or repeated. A run is finished when no step is left to take (i
 --max-steps, or early stopping's decision, all recorded) and final_metrics.json is there for its last
 step; a run killed in `score` or `final` is not finished, and --resume does those two phases again.
 
-Test hook: COWCLIP_KILL_AT=PHASE[@STEP] kills the process with SIGKILL at PHASE (step, log, eval, best,
-checkpoint, score, final) at global step STEP (default: the first time), as a crash or `kill -9` would.
+Test hook: COWCLIP_KILL_AT=PHASE[@STEP] kills the process with SIGKILL at global step STEP (default: the
+first time) at PHASE: the end of step, log, eval, best (a new best in best/pending), checkpoint (written,
+best/ not yet settled), score (the best's line written), final (before final_metrics.json), or part way
+through an evaluation, evaluating (the test metrics computed, nothing written) -- as a crash or `kill -9`.
 """
 import json
 import os
@@ -30,7 +32,7 @@ import signal
 from pathlib import Path
 
 KILL_AT = "COWCLIP_KILL_AT"
-PHASES = ("step", "log", "eval", "best", "checkpoint", "score", "final")
+PHASES = ("step", "log", "evaluating", "eval", "best", "checkpoint", "score", "final")
 
 
 def kill_point(phase: str, global_step: int) -> None:
@@ -39,6 +41,8 @@ def kill_point(phase: str, global_step: int) -> None:
     if not wanted:
         return
     name, _, step = wanted.partition("@")
+    if name not in PHASES:
+        raise ValueError(f"{KILL_AT}={wanted}: no phase {name!r}; the phases are {', '.join(PHASES)}")
     if name == phase and (not step or int(step) == global_step):
         os.kill(os.getpid(), signal.SIGKILL)
 

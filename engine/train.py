@@ -376,6 +376,7 @@ def evaluate_now(job: Job, epoch: int) -> dict:
     """Test metrics of the current parameters, logged and printed. -> the record."""
     t0 = time.perf_counter()
     result = (job.dist.evaluate if job.dist else evaluate)(job.model, job.params, job.test, job.kernels)
+    kill_point("evaluating", job.global_step)
     record = {"type": "eval", "epoch": epoch + 1, "step": job.global_step, **result,
               "eval_seconds": time.perf_counter() - t0, "elapsed": time.perf_counter() - job.started,
               "samples_per_s": job.samples_per_s}

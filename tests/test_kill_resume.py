@@ -94,11 +94,13 @@ def killed_and_resumed(data, out, phase: str, *more) -> subprocess.CompletedProc
 @pytest.mark.parametrize("phase", [
     "step@7",          # after an update, before anything is logged
     "log@10",          # after a step line, before the evaluation at the same step
-    "eval@12",         # the epoch-end evaluation, whose step is also a --checkpoint-every step
+    "evaluating@12",   # during the epoch-end evaluation, whose step is also a --checkpoint-every step
+    "eval@12",         # its line written
     "eval@24",
     "best@35",         # a new best in best/pending, not yet covered by a checkpoint
     "checkpoint@36",   # the epoch-end checkpoint written, best/pending not yet made best/checkpoint
-    "eval@40",         # the evaluation that decides to stop
+    "evaluating@40",   # during the evaluation that decides to stop
+    "eval@40",
     "checkpoint@40",   # the last checkpoint
     "score",           # the best checkpoint scored, final_metrics.json not written
     "final",           # everything but final_metrics.json
@@ -113,7 +115,7 @@ def test_a_run_killed_at_a_phase_and_resumed_records_what_the_whole_run_records(
 
 def test_a_run_killed_twice_records_what_the_whole_run_records(with_valid, tmp_path, uninterrupted):
     out = tmp_path / "run"
-    assert train(with_valid, out, *EARLY, kill="eval@12").returncode == -9
+    assert train(with_valid, out, *EARLY, kill="evaluating@12").returncode == -9
     assert train(with_valid, out, "--resume", kill="best@35").returncode == -9
     assert train(with_valid, out, "--resume").returncode == 0
     assert_same(recorded(out), uninterrupted)
