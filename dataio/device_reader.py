@@ -1,4 +1,4 @@
-"""A training split kept in GPU memory, shuffled and sliced there (issue 14, part 4).
+"""A training split kept in GPU memory, shuffled and sliced there.
 
 Symbols: N rows in the split, B batch size, F sparse fields, D dense features.
 
@@ -22,7 +22,8 @@ from typing import Iterator
 
 import numpy as np
 
-from dataio.reader import _ARRAYS, Batch, BatchReader, read_split
+from dataio.reader import _ARRAYS, BatchReader, read_split
+from dataio.schema import Batch
 
 DEVICE_SHARE = 0.25      # the most of the free device memory the training split may take
 

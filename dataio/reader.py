@@ -36,10 +36,8 @@ import h5py
 import numpy as np
 
 from dataio.meta import load_meta, shard_crcs, vocab_sizes
+from dataio.schema import Batch
 from dataio.shards import read_shard
-
-Batch = namedtuple("Batch", ["sparse", "dense", "label"])
-Batch.__doc__ = "sparse int32 (B, F), dense float32 (B, D), label float32 (B,)"
 
 _ARRAYS = ("sparse", "dense", "label")
 _BYTES_PER_ID = 4

@@ -51,7 +51,7 @@ import numpy as np
 from dataio.errors import PreprocessError
 from dataio.meta import MetaError, load_meta
 from dataio.outdir import check_out_dir, cleanup_on_terminate
-from metrics import auc, logloss
+from dataio.metrics import auc, logloss
 from dataio.rawtsv import format_criteo_lines
 from dataio.transforms import dense_transform_meta, minmax_apply, minmax_params
 from dataio.writer import DEFAULT_SHARD_ROWS, DatasetWriter

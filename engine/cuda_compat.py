@@ -4,7 +4,7 @@ numpy 2.5 removed `numpy.row_stack` (an alias of `numpy.vstack`, deprecated sinc
 numba-cuda 0.30.4 still registers an overload for it when it builds its CUDA typing context
 (`numba/cuda/np/arrayobj.py`: `overload(np.row_stack)(impl_np_vstack)`), so on a stock CUDA 13
 image (numpy 2.5.2, numba-cuda 0.30.4) the first `@cuda.jit` launch died with
-`AttributeError: module 'numpy' has no attribute 'row_stack'` (issue 14). Putting the alias back
+`AttributeError: module 'numpy' has no attribute 'row_stack'`. Putting the alias back
 is exactly what numpy < 2.5 had, so it changes nothing for any other code.
 
 `engine/kernels/common.py`, the one module that imports `numba.cuda`, imports this first.

@@ -6,7 +6,7 @@ Prints AUC, logloss, normalized entropy and calibration (and the Bayes-optimal v
 is synthetic) as one line of JSON; with --predictions, writes one click probability per row (float64 .npy, in the split's row order).
 AUC needs both classes: without them it is null, with "auc_undefined" saying why (never a bare NaN).
 --data must have the run's fields and vocabulary sizes; the run's own dataset directory must also
-still have the fingerprint recorded at training (engine/run_dir.py).
+still have the fingerprint recorded at training (engine/run/directory.py).
 """
 import json
 import math
@@ -17,13 +17,12 @@ from dataclasses import asdict
 import click
 import numpy as np
 
-from dataio.reader import Batch
+from dataio.schema import Batch
 from engine.backend import resolve_device
-from engine.checkpoint import load_checkpoint
-from engine.errors import TrainingError
-from engine.footprint import param_shapes
+from engine.run.checkpoint import load_checkpoint
+from engine.run.errors import TrainingError
 from engine.layers.loss import sigmoid
-from metrics import all_metrics
+from dataio.metrics import all_metrics
 from models import ModelConfig, Schema, build_model
 
 
@@ -39,7 +38,7 @@ def predict(model, params, arrays: dict, kernels, batch_size: int = 65536):
 
 
 def evaluate(model, params, arrays: dict, kernels) -> dict:
-    """-> {"auc", "logloss", "ne", "calibration"} of the model on `arrays` (metrics.py); a metric
+    """-> {"auc", "logloss", "ne", "calibration"} of the model on `arrays` (dataio/metrics.py); a metric
     without meaning is None, and "auc_undefined" says why AUC is."""
     return scores(arrays["label"], predict(model, params, arrays, kernels))
 
@@ -75,7 +74,7 @@ def json_safe(record: dict) -> dict:
 def check_data_matches_run(config: dict, meta: dict, data: str, run_dir: str) -> None:
     """Refuse data whose fields or vocabulary sizes differ from the run's, and the run's own dataset
     directory when it was rebuilt since (its fingerprint differs): ids would mean other things."""
-    from engine.run_dir import data_fingerprint
+    from engine.run.directory import data_fingerprint
 
     trained, given = config.get("schema") or {}, asdict(Schema.from_meta(meta))
     for key, what in (("sparse_names", "sparse fields"), ("vocab_sizes", "vocabulary sizes"),
@@ -111,7 +110,7 @@ def main(run_dir, data, split, device, predictions):
         schema = Schema.from_meta(meta)
         check_data_matches_run(config, meta, data, run_dir)
         model = build_model(config["model"], schema, ModelConfig(embed_dim=config["embed_dim"]))
-        params, _, info = load_checkpoint(Path(run_dir), kernels.xp.asarray, param_shapes(model))
+        params, _, info = load_checkpoint(Path(run_dir), kernels.xp.asarray, model.param_shapes())
         arrays = {k: kernels.xp.asarray(v) for k, v in read_split(data, split).items()
                   if k in ("sparse", "dense", "label")}
     except (ValueError, FileNotFoundError, KeyError, RuntimeError, OSError) as error:
@@ -128,7 +127,7 @@ def main(run_dir, data, split, device, predictions):
 
 
 if __name__ == "__main__":
-    from engine.runtime import configure_process
+    from engine.run.runtime import configure_process
 
-    configure_process()   # keep freed memory, quiet Numba threads (engine/runtime.py)
+    configure_process()   # keep freed memory, quiet Numba threads (engine/run/runtime.py)
     main()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from engine.errors import TrainingError
+from engine.run.errors import TrainingError
 
 
 def read_curves(run_dir: Path) -> dict:

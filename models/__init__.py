@@ -4,7 +4,7 @@ from models.dcn import DCN, DCNMix, DCNv2
 from models.deepfm import DeepFM
 from models.fm import FM
 from models.lr import LR
-from models.schema import Schema
+from dataio.schema import Schema
 from models.wdl import WDL
 
 # command-line name -> model. The reference's `DCNv2` is DeepCTR's DCNMix (low-rank mixture of

@@ -25,10 +25,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.kernels.common import array_module_of
+from dataio.arrays import array_module_of
 from engine.layers.loss import bce_with_logits_backward, bce_with_logits_forward
 from models.init import glorot_normal
-from models.schema import Schema
+from dataio.schema import Schema
 
 EMBED_TABLE = "embed.table"
 LINEAR_TABLE = "linear.table"
@@ -84,6 +84,15 @@ class CTRModel:
     def init_body(self, rng) -> dict:
         """The parameters beyond the tables, linear.dense_w and bias."""
         return {}
+
+    def param_shapes(self) -> dict:
+        """name -> shape of every parameter init_params would make, without allocating the tables."""
+        V, D, K = self.schema.total_rows, self.schema.num_dense, self.config.embed_dim
+        shapes = {LINEAR_TABLE: (V, 1), "linear.dense_w": (D,), "bias": (1,)}
+        if self.uses_embedding:
+            shapes[EMBED_TABLE] = (V, K)
+        shapes.update({name: a.shape for name, a in self.init_body(np.random.default_rng(0)).items()})
+        return shapes
 
     def table_names(self) -> tuple:
         return (LINEAR_TABLE, EMBED_TABLE) if self.uses_embedding else (LINEAR_TABLE,)

@@ -8,7 +8,7 @@ model that the reference code runs under the name "DCNv2"). See engine/layers/cr
 """
 import numpy as np
 
-from engine.kernels.common import array_module_of
+from dataio.arrays import array_module_of
 from engine.layers.cross import (cross_mix_backward, cross_mix_forward, cross_v1_backward,
                                  cross_v1_forward, cross_v2_backward, cross_v2_forward)
 from engine.layers.embedding import embedding_backward, embedding_forward, index_batch_ids

@@ -9,7 +9,7 @@ import numpy as np
 
 from engine.dist.comm import Communicator
 from engine.dist.replicas import check_replicas
-from engine.errors import TrainingError
+from engine.run.errors import TrainingError
 
 
 class DeviceArray:

@@ -11,13 +11,13 @@ import functools
 import sys
 
 from engine import train
-from engine.runtime import configure_process
+from engine.run.runtime import configure_process
 
 
 def _perturbing(prepare, rank):
-    def wrapped(cfg, out, resume, clip_rule=train.COWCLIP, dist=None):
-        job, position = prepare(cfg, out, resume, clip_rule, dist)
-        if dist is not None and dist.rank == rank:
+    def wrapped(cfg, out, resume, clip_rule, process):
+        job, position = prepare(cfg, out, resume, clip_rule, process)
+        if process.rank == rank:
             job.params["bias"][0] += 1e-9
         return job, position
     return wrapped

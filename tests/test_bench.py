@@ -1,4 +1,4 @@
-"""validate.bench: the phase timers wrap the real step (same parameters after it, every wrapped
+"""validate.speed.bench: the phase timers wrap the real step (same parameters after it, every wrapped
 function really called, the wrappers removed afterwards), the FLOP count, and the A/B harness."""
 import numpy as np
 import pytest
@@ -8,9 +8,9 @@ from engine.backend import get_backend
 from engine.optim import AdamState
 from engine.step import StepConfig, train_step
 from models import ModelConfig, Schema, build_model
-from validate.bench import dnn_flops
-from validate.gradcheck import check_batch
-from validate.phases import PHASES, phase_step
+from validate.speed.bench import dnn_flops
+from validate.audit.gradcheck import check_batch
+from validate.speed.phases import PHASES, phase_step
 
 TINY = dict(embed_dim=3, dnn_hidden=(6, 5), cross_layers=2, init_stddev=0.3, dtype="float64")
 
@@ -53,7 +53,7 @@ def test_dnn_flops_by_hand():
 
 
 def test_ab_compare_pieces_compute_what_their_plain_forms_compute():
-    from validate.ab import ab_compare
+    from validate.speed.ab import ab_compare
 
     rows = ab_compare(batch_size=512, vocab=3000, rounds=1)
     names = [name for name, _, _, _ in rows]

@@ -1,9 +1,9 @@
-"""validate.budget: the gpu preset's device-time plan, checked against the arithmetic by hand."""
+"""validate.study.budget: the gpu preset's device-time plan, checked against the arithmetic by hand."""
 import math
 
 import pytest
 
-from validate.budget import EVAL_S, RUN_OVERHEAD_S, grid_seconds, plan_budget, step_seconds
+from validate.study.budget import EVAL_S, RUN_OVERHEAD_S, grid_seconds, plan_budget, step_seconds
 
 V = 337_630   # the synthetic family's table rows at max_vocab 300,000
 
@@ -47,7 +47,7 @@ def test_a_budget_below_the_fixed_costs_is_refused():
 
 
 def test_the_gpu_preset_trains_24_distinct_runs():
-    from validate.scaling import PRESETS, trained_runs
+    from validate.study.scaling import PRESETS, trained_runs
 
     grid = dict(PRESETS["gpu"])
     runs = trained_runs(grid, "synthetic", 1)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from dataio.meta import load_meta
-from metrics import auc, logloss
+from dataio.metrics import auc, logloss
 from dataio.reader import read_split
 from dataio.synthetic import ensure_default, generate
 

@@ -25,7 +25,7 @@ def test_device_check_smoke_under_the_cuda_simulator():
     assert "part   what" in out and " 0 failed" in out, out[-3000:]
     for part in ("kernel", "step", "repro", "speed"):
         assert any(line.startswith(part) for line in out.splitlines()), out[-3000:]
-    # the reproducibility lines, and issue 14's table (the twin runs on the CPU under the simulator)
+    # the reproducibility lines, and the ours-vs-torch table (the twin runs on the CPU under the simulator)
     assert out.count("PASS  reproducibility") == 2 and "FAIL" not in out, out[-3000:]
     assert "ours/torch" in out and "V=300 dense B=16" in out and "V=300 lazy B=16" in out, out[-3000:]
 

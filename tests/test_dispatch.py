@@ -1,4 +1,4 @@
-"""One dispatch route (issue 13): the backend table picks every kernel. Backend `numpy` runs a
+"""One dispatch route: the backend table picks every kernel. Backend `numpy` runs a
 full training step of every model without calling one Numba-compiled function; backend `cpu`
 runs its fused kernels through the same layer code. The spy sits on the class of every `@njit`
 function, so it also sees a layer that imported and called a Numba kernel directly."""
@@ -10,7 +10,7 @@ from engine.backend import get_backend
 from engine.optim import AdamState
 from engine.step import StepConfig, train_step
 from models import MODELS, ModelConfig, Schema, build_model
-from validate.gradcheck import check_batch
+from validate.audit.gradcheck import check_batch
 
 CONFIG = ModelConfig(embed_dim=3, dnn_hidden=(5, 4), cross_layers=2, num_experts=2, low_rank=2,
                      init_stddev=0.3)

@@ -5,7 +5,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from dataio.reader import Batch
+from dataio.schema import Batch
 from engine.dist.device import select_device
 from engine.dist.dropout import GlobalBatchRandom
 from engine.dist.gradients import table_groups

@@ -1,4 +1,4 @@
-"""validate.explain: every number it prints is recomputed here from Algorithm 1's formulas in float64,
+"""validate.audit.explain: every number it prints is recomputed here from Algorithm 1's formulas in float64,
 from the printed inputs (batch ids, w, the backward pass's g), without engine/cowclip.py."""
 import math
 import re
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from validate import explain
+from validate.audit import explain
 
 # float32 training arithmetic printed with 9 digits, recomputed in float64
 RTOL, ATOL = 2e-6, 1e-9

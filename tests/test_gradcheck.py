@@ -2,7 +2,7 @@
 import pytest
 
 from models import MODELS
-from validate import gradcheck
+from validate.audit import gradcheck
 
 
 def test_every_layer_backward_matches_finite_differences():

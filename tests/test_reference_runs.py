@@ -1,4 +1,4 @@
-"""The reference's command lines resolve to the reference's runs (issue 16, part 1): what the
+"""The reference's command lines resolve to the reference's runs: what the
 command line decides, checked without training (engine.train.run is replaced by a recorder)."""
 import json
 import shutil

@@ -13,11 +13,11 @@ from click.testing import CliRunner
 
 from engine import evaluate as evaluate_cli
 from engine import train
-from engine.checkpoint import CheckpointError, is_complete, load_checkpoint, recover_checkpoint, save_checkpoint
-from engine.footprint import estimate, param_shapes
-from engine.guards import LOSS_LIMIT, loss_problem, zero_clip_warning
+from engine.run.checkpoint import CheckpointError, is_complete, load_checkpoint, recover_checkpoint, save_checkpoint
+from engine.run.footprint import estimate
+from engine.run.guards import LOSS_LIMIT, loss_problem, zero_clip_warning
 from engine.optim import AdamState
-from engine.run_dir import locked, truncate_metrics
+from engine.run.directory import locked, truncate_metrics
 from models import MODELS, ModelConfig, Schema, build_model
 
 
@@ -284,7 +284,7 @@ def test_15_13_resume_of_a_finished_run_is_a_one_line_error(data, tmp_path):
 
 
 def test_19_3_a_run_that_cannot_fit_is_refused_with_the_numbers(data, tmp_path, monkeypatch):
-    monkeypatch.setattr("engine.footprint.available_host_bytes", lambda: 1 << 10)
+    monkeypatch.setattr("engine.run.footprint.available_host_bytes", lambda: 1 << 10)
     out = tmp_path / "r"
     result = invoke(train.main, [*base(data), "--out", out])
     assert result.exit_code == 1 and "not enough memory" in result.output
@@ -297,7 +297,7 @@ def test_19_3_the_estimate_counts_every_parameter(name):
     schema = Schema(vocab_sizes=(7, 30, 4), num_dense=5)
     model = build_model(name, schema, ModelConfig(embed_dim=3, dnn_hidden=(6, 4)))
     params = model.init_params(0)
-    assert param_shapes(model) == {k: v.shape for k, v in params.items()}
+    assert model.param_shapes() == {k: v.shape for k, v in params.items()}
     parts = estimate(model, batch_rows=100, train_rows_in_memory=1000, test_rows=10)
     assert parts["params"] == sum(v.nbytes for v in params.values()) and parts["adam"] == 2 * parts["params"]
     assert parts["batch"] > 100 * 4 * (3 + 5 + 1) and parts["data"] == 1010 * 4 * (3 + 5 + 2)
@@ -415,7 +415,7 @@ def test_19_11_load_checkpoint_checks_names_and_shapes(data, tmp_path):
                     "global_step": 0}, None, np.asarray)
     wider = build_model("fm", Schema((5, 6), 2), ModelConfig(embed_dim=5))
     with pytest.raises(CheckpointError, match=r"embed.table has shape \(11, 4\), the model needs \(11, 5\)"):
-        load_checkpoint(tmp_path / "c", np.asarray, param_shapes(wider))
+        load_checkpoint(tmp_path / "c", np.asarray, wider.param_shapes())
 
 
 def test_19_12_a_checkpoint_that_is_a_symlink_is_refused_up_front(data, tmp_path):
@@ -433,11 +433,11 @@ def test_19_3_on_a_gpu_the_device_part_is_held_against_its_free_memory(monkeypat
     """No GPU in CI: a stand-in for CuPy's memGetInfo and memory pool carries the numbers."""
     from types import SimpleNamespace
 
-    from engine.footprint import MemoryShortError, check_fits
+    from engine.run.footprint import MemoryShortError, check_fits
 
     fake_cupy = SimpleNamespace(cuda=SimpleNamespace(runtime=SimpleNamespace(memGetInfo=lambda: (3 << 30, 8 << 30))),
                                 get_default_memory_pool=lambda: SimpleNamespace(free_bytes=lambda: 1 << 30))
-    monkeypatch.setattr("engine.footprint.available_host_bytes", lambda: 100 << 30)
+    monkeypatch.setattr("engine.run.footprint.available_host_bytes", lambda: 100 << 30)
     gib = 1 << 30
     check_fits({"params": gib, "adam": 2 * gib, "batch": gib // 2, "data": 50 * gib}, fake_cupy)  # 3.5 <= 4 GiB
     with pytest.raises(MemoryShortError, match=r"needs at least 5.00 GiB .* 4.00 GiB is free on the GPU"):

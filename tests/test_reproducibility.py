@@ -1,4 +1,4 @@
-"""validate/reproducibility.py, the logic of device_check's reproducibility lines, on backend cpu
+"""validate/audit/reproducibility.py, the logic of device_check's reproducibility lines, on backend cpu
 (the simulator runs the same code in tests/test_device_check.py): both checks pass on a
 deterministic backend and both fail on one whose row sums change from run to run."""
 import dataclasses
@@ -8,7 +8,7 @@ import numpy as np
 from engine.backend import get_backend
 from engine.step import StepConfig
 from models import ModelConfig, Schema, build_model
-from validate.reproducibility import as_rows, check_reproducibility
+from validate.audit.reproducibility import as_rows, check_reproducibility
 
 CONFIG = StepConfig(lr=1e-2, lr_embed=1e-2, l2=1e-3, clip=1.0, bound=1e-3)
 

@@ -1,6 +1,6 @@
 """A copy of a run stays a copy: a run directory copied with links (`cp -rs run snap`: symbolic links to
 each file; `cp -al run snap`: hard links) and trained on with --resume leaves the other one byte for byte
-as it was, because every file of a run directory is written by replace (engine/run_files.py).
+as it was, because every file of a run directory is written by replace (engine/run/files.py).
 """
 import json
 import os
@@ -64,7 +64,7 @@ def test_resuming_the_original_leaves_a_hard_linked_copy_byte_for_byte(run_at_st
 
 
 def test_write_replace_never_writes_through_a_link(tmp_path):
-    from engine.run_files import write_replace
+    from engine.run.files import write_replace
 
     target = tmp_path / "target.json"
     target.write_text("original")
@@ -80,7 +80,7 @@ def test_write_replace_never_writes_through_a_link(tmp_path):
 
 
 def test_append_line_first_makes_a_shared_file_private(tmp_path):
-    from engine.run_files import append_line, own
+    from engine.run.files import append_line, own
 
     target = tmp_path / "metrics.jsonl"
     target.write_text("1\n")

@@ -1,4 +1,4 @@
-"""The user's day (issue 16, part 3-4): early stopping on a valid split, NE and calibration, --log,
+"""Early stopping on a valid split, NE and calibration, --log,
 --profile, the model line, the ETA, learning-curve plots and -h on every entry point."""
 import json
 import math
@@ -9,9 +9,9 @@ import pytest
 from click.testing import CliRunner
 
 from engine import train
-from engine.early_stop import EarlyStopping
-from metrics import calibration, normalized_entropy
-from engine.progress import eta_seconds, format_duration, numba_kernels_cached
+from engine.run.early_stop import EarlyStopping
+from dataio.metrics import calibration, normalized_entropy
+from engine.run.progress import eta_seconds, format_duration, numba_kernels_cached
 
 TINY = ["--device", "cpu", "--warmup", "0"]
 
@@ -85,11 +85,13 @@ def test_normalized_entropy_and_calibration_by_their_definitions():
 
 
 def test_log_profile_and_model_line(with_valid, tmp_path, monkeypatch):
-    from engine.checkpoint import load_checkpoint
+    from engine.run.checkpoint import load_checkpoint
     from models import ModelConfig, Schema, build_model
     from dataio.meta import load_meta
 
-    monkeypatch.setattr(train, "PROFILE_STEPS", (3, 5))     # the reference's window is 80-100: too long here
+    from engine.run import report
+
+    monkeypatch.setattr(report, "PROFILE_STEPS", (3, 5))     # the reference's window is 80-100: too long here
     out = tmp_path / "r"
     output = _run(["--data", with_valid, "--out", str(out), "--bs", "256", "--max-steps", "6", "--log",
                    "--log_freq", "3", "--profile", *TINY])
@@ -135,9 +137,9 @@ def test_plot_draws_runs_overlaid(with_valid, tmp_path):
 
 
 @pytest.mark.parametrize("module,command", [("engine.evaluate", "main"), ("engine.train", "main"),
-                                            ("engine.plot", "main"), ("validate.gradcheck", "cli"),
-                                            ("validate.explain", "main"), ("validate.scaling", "main"),
-                                            ("validate.seeds", "main")])
+                                            ("engine.plot", "main"), ("validate.audit.gradcheck", "cli"),
+                                            ("validate.audit.explain", "main"), ("validate.study.scaling", "main"),
+                                            ("validate.study.seeds", "main")])
 @pytest.mark.parametrize("flag", ["-h", "--help"])
 def test_help_on_every_entry_point(module, command, flag):
     import importlib

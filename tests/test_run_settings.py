@@ -11,7 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from engine import train
-from engine.run_config import resolve
+from engine.run.cli import apply_config_file
+from engine.run.config import resolve
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +113,7 @@ def test_a_config_file_that_is_not_a_json_object_is_refused(tmp_path, text, word
 
 def test_the_config_file_and_the_command_line_share_one_range(saved_run):
     """The ranges come from the command's click parameters: changing one changes both."""
-    from engine.settings import SettingsError, read_settings
+    from engine.run.settings import SettingsError, read_settings
 
     params = {p.name: p for p in train.main.params}
     saved = read_settings(saved_run / "config.json", params)
@@ -137,7 +138,7 @@ def test_flags_given_beside_the_config_may_fill_what_it_lacks(saved_run, tmp_pat
 def _options(args: list) -> dict:
     """The options engine.train's main works on for `args`, --config applied."""
     ctx = train.main.make_context("train", list(args))
-    return train.apply_config_file(ctx, dict(ctx.params))
+    return apply_config_file(ctx, dict(ctx.params))
 
 
 def test_a_config_plus_a_new_batch_resolves_as_that_command_line(saved_run, data):

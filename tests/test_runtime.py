@@ -1,4 +1,4 @@
-"""engine.runtime: freed big blocks are reused, not faulted in again; Numba threads use the workqueue layer."""
+"""engine.run.runtime: freed big blocks are reused, not faulted in again; Numba threads use the workqueue layer."""
 import os
 import platform
 import subprocess
@@ -11,7 +11,7 @@ glibc_only = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the s
 PROBE = """
 import resource, sys
 import numpy as np
-from engine.memory import retain_freed_memory
+from engine.run.memory import retain_freed_memory
 applied = retain_freed_memory() if sys.argv[1] == "retain" else None
 faults = []
 for _ in range(3):
@@ -48,7 +48,7 @@ def test_default_allocator_faults_every_block_in(repo_root):
 
 LAYER_PROBE = """
 import numba, numpy as np
-from engine.runtime import use_quiet_thread_pool
+from engine.run.runtime import use_quiet_thread_pool
 chosen = use_quiet_thread_pool()
 
 @numba.njit(parallel=True)

@@ -1,4 +1,4 @@
-"""validate.scaling end to end on the `tiny` preset, and the ablation clips against plain NumPy."""
+"""validate.study.scaling end to end on the `tiny` preset, and the ablation clips against plain NumPy."""
 import json
 from dataclasses import replace
 
@@ -11,9 +11,9 @@ from engine.backend import get_backend
 from engine.cowclip import COWCLIP, RULES, ClipRule, clip_rows
 from engine.kernels.cowclip import cowclip_rows_reference
 from engine.layers.embedding import RowGrad
-from validate.ablations import CLIP_RULES, ClipTally, clip_rule
-from validate.scaling import ALL_RULES, GPU_RULES, main
-from validate.seeds import load_seeded, seeds_report
+from validate.study.ablations import CLIP_RULES, ClipTally, clip_rule
+from validate.study.scaling import ALL_RULES, GPU_RULES, main
+from validate.study.seeds import load_seeded, seeds_report
 
 
 # --------------------------------------------------------------------------------------------
@@ -138,7 +138,7 @@ def test_tiny_preset_end_to_end_and_resumes(tmp_path):
     assert "trained 0 new runs" in second.output
     assert (out / "results.jsonl").read_text().splitlines() == lines
 
-    # validate.seeds reads what the grid wrote (one seed: gaps, but no interval yet)
+    # validate.study.seeds reads what the grid wrote (one seed: gaps, but no interval yet)
     pooled = seeds_report(load_seeded([out]), tol=1e-3)
     assert f"Seeds: {records[0]['seed']}." in pooled
     assert "| cowclip | 1K | 1 |" in pooled and "undecided (1 seed)" in pooled
@@ -147,8 +147,8 @@ def test_tiny_preset_end_to_end_and_resumes(tmp_path):
 def test_a_run_cut_off_mid_way_resumes_from_its_checkpoint(tmp_path):
     from dataio.synthetic import ensure_default
     from engine.scaling import CRITEO_BASE
-    from engine.run_config import RunConfig
-    from validate.scaling import hyperparameters, train_one
+    from engine.run.config import RunConfig
+    from validate.study.scaling import hyperparameters, train_one
 
     data = str(ensure_default(tmp_path / "cache", rows=3_000, max_vocab=300, test_fraction=0.2))
     hp = hyperparameters("cowclip_field", 512, dict(CRITEO_BASE, bs=256))
@@ -216,7 +216,7 @@ def test_gpu_preset_tiny_form(tmp_path):
 def test_gpu_preset_without_epochs_fits_the_budget_with_a_fraction_of_an_epoch(tmp_path):
     from dataio.meta import load_meta
     from dataio.synthetic import ensure_default
-    from validate.budget import grid_seconds
+    from validate.study.budget import grid_seconds
 
     cache = tmp_path / "cache"
     meta = load_meta(ensure_default(cache, rows=1000, max_vocab=200, test_fraction=0.1))
@@ -238,7 +238,7 @@ def test_gpu_preset_without_epochs_fits_the_budget_with_a_fraction_of_an_epoch(t
 
 
 # --------------------------------------------------------------------------------------------
-# issue 19: the study's own results
+# the study's own results
 
 
 def test_a_torn_last_line_is_moved_aside_before_appending(tmp_path):
@@ -259,7 +259,7 @@ def test_a_torn_last_line_is_moved_aside_before_appending(tmp_path):
 
 
 def test_a_complete_last_line_without_newline_is_kept(tmp_path):
-    from validate.scaling import repair_results
+    from validate.study.scaling import repair_results
 
     path = tmp_path / "results.jsonl"
     path.write_text('{"key": "a"}\n{"key": "b"}')
@@ -288,7 +288,7 @@ def test_another_seed_is_kept_apart_and_another_grid_is_refused(tmp_path):
 
 
 def test_result_lines_written_before_the_new_fields_keep_their_identity():
-    from validate.scaling import check_same_grid, run_identity
+    from validate.study.scaling import check_same_grid, run_identity
 
     legacy = {"key": "deepfm-none-bs256-dense-init0.01", "model": "deepfm", "rule": "none", "bs": 256, "base_bs": 256,
               "embed_optim": "dense", "init_stddev": 0.01, "epochs": 2, "data": "/d", "dataset": "synthetic",

@@ -1,4 +1,4 @@
-"""validate.seeds: pooling a scaling grid over seeds, on result lines written here by hand."""
+"""validate.study.seeds: pooling a scaling grid over seeds, on result lines written here by hand."""
 import json
 import math
 import statistics
@@ -7,14 +7,14 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from validate.seeds import gap_summary, load_seeded, main, seeds_report, t95
+from validate.study.seeds import gap_summary, load_seeded, main, seeds_report, t95
 
 GRID = dict(model="deepfm", data="/data/x", epochs=2, base_bs=256, clip_form="reference", dataset="synthetic",
             embed_optim="lazy", init_stddev=0.01)
 
 
 def _write_grid(path, seed, aucs, **changes):
-    """aucs: {(rule, bs): auc} -> one results.jsonl like validate.scaling writes."""
+    """aucs: {(rule, bs): auc} -> one results.jsonl like validate.study.scaling writes."""
     path.mkdir(parents=True)
     lines = []
     for (rule, bs), auc in aucs.items():

@@ -4,12 +4,12 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from dataio.reader import Batch
+from dataio.schema import Batch
 from engine.backend import get_backend
 from engine.optim import AdamState
 from engine.step import StepConfig, apply_gradients, train_step
 from models import ModelConfig, Schema, build_model
-from validate.gradcheck import check_batch
+from validate.audit.gradcheck import check_batch
 
 SMALL = ModelConfig(embed_dim=3, dnn_hidden=(6, 5), cross_layers=2, num_experts=2, low_rank=2,
                     init_stddev=0.3, dtype="float64")

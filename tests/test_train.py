@@ -5,14 +5,14 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from dataio.reader import Batch
+from dataio.schema import Batch
 from engine import train
 from engine.accumulate import accumulated_loss_and_grads
 from engine.backend import get_backend
-from engine.checkpoint import load_checkpoint
-from metrics import auc, logloss
+from engine.run.checkpoint import load_checkpoint
+from dataio.metrics import auc, logloss
 from models import ModelConfig, Schema, build_model
-from validate.gradcheck import check_batch
+from validate.audit.gradcheck import check_batch
 
 TINY = ["--bs", "512", "--epoch", "2", "--device", "cpu", "--log-every", "1"]
 

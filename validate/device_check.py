@@ -15,12 +15,12 @@ exits with status 2 (nothing was checked).
                max |gpu - cpu| / max |cpu| per tensor <= 1e-4 (float32)
   2b. repro    DeepFM, dense and lazy tables: two runs from the same seed end with bitwise equal
                parameters and moments, and a run stopped, checkpointed and resumed equals the
-               one that never stopped (validate/reproducibility.py); PASS/FAIL lines
+               one that never stopped (validate/audit/reproducibility.py); PASS/FAIL lines
   3. speed     samples/s of DeepFM at batch 131072 (V = 33,762,577, dense tables), batches
                resident in GPU memory, with and without CowClip, and the share of the step
                that the CowClip kernel takes
   4. torch     issue 14's table: ms per step of DeepFM, ours (engine.step.train_step) against
-               the bench's PyTorch twin (validate.torch_twin.torch_twin) on the same GPU, same params
+               the bench's PyTorch twin (validate.speed.torch_twin.torch_twin) on the same GPU, same params
                and batches, median of 8 steps after 2; skipped with a line when PyTorch or its
                CUDA is absent. Strict float32 on both sides (CuPy and torch do not use TF32 for
                float32 GEMMs unless asked: CUPY_TF32=1, torch.backends.cuda.matmul.allow_tf32)
@@ -161,7 +161,7 @@ def check_steps(cpu, gpu, vocab: int, batch_size: int, config, rows: list) -> No
     from engine.optim import AdamState
     from engine.step import StepConfig, train_step
     from models import MODELS, Schema, build_model
-    from validate.problem import make_batch, make_params, vocab_sizes
+    from validate.speed.problem import make_batch, make_params, vocab_sizes
 
     schema = Schema(vocab_sizes(vocab), 13)
     cases = [(name, "dense") for name in MODELS] + [("deepfm", "lazy")]
@@ -192,8 +192,8 @@ def check_reproducible(gpu, vocab: int, batch_size: int, config, rows: list, ste
                        modes: tuple = ("dense", "lazy")) -> None:
     from engine.step import StepConfig
     from models import Schema, build_model
-    from validate.problem import vocab_sizes
-    from validate.reproducibility import as_rows, check_reproducibility
+    from validate.speed.problem import vocab_sizes
+    from validate.audit.reproducibility import as_rows, check_reproducibility
 
     model = build_model("deepfm", Schema(vocab_sizes(vocab), 13), config)
     for mode in modes:
@@ -213,7 +213,7 @@ def measure_speed(gpu, vocab: int, batch_size: int, config, steps: int, warmup: 
     from engine.optim import AdamState
     from engine.step import StepConfig, train_step
     from models import Schema, build_model
-    from validate.problem import make_batch, make_params, vocab_sizes
+    from validate.speed.problem import make_batch, make_params, vocab_sizes
 
     xp = gpu.xp
     model = build_model("deepfm", Schema(vocab_sizes(vocab), 13), config)
@@ -267,7 +267,7 @@ TWIN_DEVICE = "cpu" if SIMULATOR else "cuda"     # under the simulator: the code
 
 
 def torch_twin_unavailable_reason() -> str | None:
-    from validate.torch_twin import torch_unavailable_reason
+    from validate.speed.torch_twin import torch_unavailable_reason
 
     reason = torch_unavailable_reason()
     if reason or TWIN_DEVICE == "cpu":
@@ -304,14 +304,14 @@ def ours_ms(gpu, model, host_params: dict, host_batches: list, config, steps: in
 
 
 def versus_torch(gpu, cases: list, steps: int, warmup: int, model_config=None) -> list[tuple]:
-    """-> [(label, torch ms or None, ours ms)]: DeepFM, the bench's problem (validate.bench: same
+    """-> [(label, torch ms or None, ours ms)]: DeepFM, the bench's problem (validate.speed.bench: same
     params, same batches, reference-form CowClip, L2), ours = engine.step.train_step on `gpu`,
-    theirs = validate.torch_twin.torch_twin on 'cuda' (skipped, with the reason printed, without it;
+    theirs = validate.speed.torch_twin.torch_twin on 'cuda' (skipped, with the reason printed, without it;
     under the simulator the twin runs on the CPU, to exercise this code).
     model_config: a smaller DeepFM than the bench's (the simulator's smoke run)."""
     from models import Schema, build_model
-    from validate.problem import NUM_DENSE, make_batch, make_model, make_params, step_config, vocab_sizes
-    from validate.torch_twin import torch_twin
+    from validate.speed.problem import NUM_DENSE, make_batch, make_model, make_params, step_config, vocab_sizes
+    from validate.speed.torch_twin import torch_twin
 
     reason = torch_twin_unavailable_reason()
     if reason:

@@ -1,9 +1,9 @@
 """The two relative errors the checks use, each named for what it measures.
 
     elementwise_rel_error(a, b) = max_i |a_i - b_i| / max(FLOOR, |a_i| + |b_i|)     (CS231n's form)
-        every entry held to a relative error: the gradient checks (validate/gradcheck.py), where
+        every entry held to a relative error: the gradient checks (validate/audit/gradcheck.py), where
         both sides are float64 and an entry that should be 0 must be close to 0. FLOOR is 1e-6,
-        not CS231n's 1e-8: why, in validate/gradcheck.py's docstring.
+        not CS231n's 1e-8: why, in validate/audit/gradcheck.py's docstring.
     normwise_rel_error(got, want) = max |got - want| / max |want|
         the whole tensor held to a relative error of its largest entry: float32 comparisons of
         sums taken in a different order (GPU vs CPU, ours vs torch), where an entry that is a

@@ -11,7 +11,7 @@ Modules, one idea each:
     replicas.py   digests of the replicas, compared every K steps
     evaluate.py   predictions split over ranks, AUC over all of them on rank 0
     device.py     one GPU per rank
-    session.py    `Distributed`, what engine/train.py calls
+    session.py    `Distributed`: what the training loop calls (as engine/run/process.py's SingleProcess)
     bench.py      samples/s and bytes per step (python -m engine.dist.bench)
 
 `--dist none` (the default) imports nothing from here but this file, and no MPI.
@@ -54,10 +54,3 @@ def _abort_on_uncaught_exception(comm) -> None:
             comm.abort(1)
 
     sys.excepthook = hook
-
-
-def refuse_resume_without_mpi(cfg) -> None:
-    """A run saved by N > 1 ranks resumes only on N ranks."""
-    if getattr(cfg, "ranks", 1) > 1:
-        raise ValueError(f"this run was trained on {cfg.ranks} ranks with --dist mpi; resume it the same way "
-                         f"(mpiexec -n {cfg.ranks} python -m engine.train --resume --dist mpi --out ...)")

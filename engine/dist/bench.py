@@ -138,7 +138,7 @@ def main(data, model_name, bs, steps, shard_tables, embed_optim, embed_dim, seed
 
 
 if __name__ == "__main__":
-    from engine.runtime import configure_process
+    from engine.run.runtime import configure_process
 
     configure_process()
     main()

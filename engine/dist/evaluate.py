@@ -6,7 +6,7 @@ calibration), which every rank then receives.
 With sharded tables the prediction of each chunk looks its rows up at their owners, so every rank
 runs the same number of chunks (some may be empty).
 """
-from dataio.reader import Batch
+from dataio.schema import Batch
 from engine.dist.reader import rank_rows
 from engine.dist.sharded import compact_view
 from engine.evaluate import predict, scores

@@ -109,6 +109,6 @@ def merge_over_ranks(comm, grads: dict, table_names, num_rows: int, kernels) -> 
 
 
 def _module_of(array):
-    from engine.kernels.common import array_module_of
+    from dataio.arrays import array_module_of
 
     return array_module_of(array)

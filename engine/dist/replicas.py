@@ -7,7 +7,7 @@ and the ranks that disagree with rank 0.
 """
 import hashlib
 
-from engine.errors import TrainingError
+from engine.run.errors import TrainingError
 
 
 def replica_digest(arrays: dict, to_host) -> str:

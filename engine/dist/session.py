@@ -1,9 +1,11 @@
-"""What engine/train.py calls when it runs under MPI (--dist mpi): one object, `Distributed`,
-joining the communicator, the rank's share of the data, the gradient exchange, sharded tables,
-the replica check and evaluation over ranks. train.py stays a single-process loop with a few
-calls into this object; all MPI logic is here and in the modules it names.
+"""What the training loop (engine/train.py) talks to under MPI (--dist mpi): one object,
+`Distributed`, joining the communicator, the rank's share of the data, the gradient exchange,
+sharded tables, the replica check and evaluation over ranks. It answers the calls of
+engine/run/process.py's `SingleProcess`, so the loop is the same for one process and N ranks;
+all MPI logic is here and in the modules it names.
 """
 import math
+import sys
 
 import numpy as np
 
@@ -22,7 +24,7 @@ class Distributed:
     def __init__(self, comm, shard_tables: bool, check_every: int):
         self.comm, self.shard_tables, self.check_every = comm, shard_tables, check_every
         self.model = self.kernels = self.tables = None
-        self.last_global_rows = 0
+        self.rows_in_last_batch = 0
         self.steps = 0
 
     @property
@@ -42,6 +44,8 @@ class Distributed:
     def settle(self, cfg, resumed: bool) -> None:
         """A fresh run records N and the table layout in its config; a resumed one must run on the
         N it was saved with (its batches were cut N ways), and keeps its layout."""
+        if cfg.early_stop:
+            raise ValueError("--early-stop with --dist mpi is not supported: train on one process to use it")
         if cfg.dropout > 0 and cfg.accum > 1:
             raise ValueError("--dist mpi with --dropout > 0 needs --accum 1 (each rank draws its rows of "
                              "the whole batch's dropout masks; micro-batches would draw other masks)")
@@ -58,6 +62,15 @@ class Distributed:
     def agree(self, value):
         """Rank 0's value (e.g. a run directory named after the time) on every rank."""
         return self.comm.bcast_object(value)
+
+    def barrier(self) -> None:
+        self.comm.barrier()
+
+    def abort(self, message: str) -> None:
+        """Stop every rank: the others may wait in a collective. The message names this rank."""
+        if self.size > 1:
+            print(f"Error (rank {self.rank}): {message}", file=sys.stderr, flush=True)
+            self.comm.abort(1)
 
     def attach(self, model, kernels) -> None:
         """Use this backend: device arrays are staged through host memory, one GPU per rank."""
@@ -93,7 +106,7 @@ class Distributed:
         local_rows = int(batch.label.shape[0])
         rows = self.comm.allgather_object(local_rows)
         global_rows, lo = sum(rows), sum(rows[:self.rank])
-        self.last_global_rows = global_rows
+        self.rows_in_last_batch = global_rows
         table_names = tuple(model.table_names())
         if self.tables is None:
             loss, grads = local_loss_and_grads(model, params, batch, kernels, rng, accum, global_rows, lo)

@@ -112,7 +112,7 @@ def adam_element_typed(w, m, v, g, lr_t, beta1, one_minus_beta1, beta2, one_minu
 def _adam_table_cpu(table, m, v, position, row_grads, l2, clip_absent, absent_ratio, absent_floor,
                     lr_t, beta1, beta2, eps):
     """update_table_row on every row, in the table's dtype: at V = 33.8M a float32 table is
-    7-8x faster this way than through update_table_row's float64 arithmetic (validate/bench.py
+    7-8x faster this way than through update_table_row's float64 arithmetic (validate/speed/bench.py
     --ab). The row norm of the absent-row clip is still summed in float64."""
     cast = table.dtype.type
     b1, omb1, b2, omb2 = cast(beta1), cast(1.0 - beta1), cast(beta2), cast(1.0 - beta2)

@@ -1,4 +1,4 @@
-"""Helpers shared by the kernel files: which array module holds an array, a 1-D launch, and
+"""Helpers shared by the kernel files: a 1-D launch, and
 `cuda`, Numba's CUDA module. This is the one place that imports `numba.cuda` (the kernel files
 take it from here), so the compatibility shims of engine/cuda_compat.py always run first.
 CUDA kernels convert loads with `float64(x)`, not `float(x)`: numba-cuda types float() of a
@@ -9,16 +9,9 @@ import numpy as np
 from engine import cuda_compat  # noqa: F401  (must precede `numba.cuda`)
 from numba import cuda, float64  # noqa: E402,F401  (re-exported for the kernel files)
 
+from dataio.arrays import array_module_of  # noqa: E402,F401  (re-exported for the kernel files)
+
 THREADS_PER_BLOCK = 256
-
-
-def array_module_of(array):
-    """numpy for host arrays, cupy for device arrays (the CUDA simulator works on numpy arrays)."""
-    if isinstance(array, np.ndarray):
-        return np
-    import cupy
-
-    return cupy
 
 
 def launch(kernel, num_threads: int, *args, threads_per_block: int = THREADS_PER_BLOCK) -> None:

@@ -9,7 +9,7 @@ mix (DCN-Mix, the reference's "DCNv2"): per layer, E low-rank experts mixed by a
     U_e, V_e (d, r), C_e (r, r), b_l (d,); the gate G (d, E) is shared by all layers (DeepCTR
     makes one Dense(1, no bias) per expert and applies it at every layer).
 """
-from engine.kernels.common import array_module_of
+from dataio.arrays import array_module_of
 
 # --------------------------------------------------------------------------------------------
 # v1

@@ -13,7 +13,7 @@ each row of the one table, and one gather and one scatter serve all fields.
 """
 from typing import NamedTuple
 
-from engine.kernels.common import array_module_of
+from dataio.arrays import array_module_of
 
 
 class RowGrad(NamedTuple):

@@ -6,7 +6,7 @@
 (see embedding.py); `w` (D,) weighs the dense features. No bias: the model's one global bias is
 added at the output, as in DeepCTR.
 """
-from engine.kernels.common import array_module_of
+from dataio.arrays import array_module_of
 
 
 def linear_forward(wide, dense, w):

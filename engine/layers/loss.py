@@ -5,7 +5,7 @@
 
 The max/abs form never exponentiates a large positive number, so it is finite for any z.
 """
-from engine.kernels.common import array_module_of
+from dataio.arrays import array_module_of
 
 
 def sigmoid(z):

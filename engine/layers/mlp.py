@@ -10,7 +10,7 @@ relu_mask_bias_grad and dense_input_grad run the elementwise ends and dx (fused 
 and `cuda`); without one, the plain forms of engine/kernels/dense.py run.
 """
 from engine.kernels import dense as plain
-from engine.kernels.common import array_module_of
+from dataio.arrays import array_module_of
 
 
 def dense_forward(x, W, b):

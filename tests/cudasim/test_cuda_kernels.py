@@ -143,7 +143,7 @@ def test_full_training_step_on_cuda_backend_matches_numpy_backend():
     from engine.optim import AdamState
     from engine.step import StepConfig, train_step
     from models import ModelConfig, Schema, build_model
-    from validate.gradcheck import check_batch
+    from validate.audit.gradcheck import check_batch
 
     model = build_model("deepfm", Schema((4, 12, 1, 6), 3),
                         ModelConfig(embed_dim=3, dnn_hidden=(5,), init_stddev=0.3, dtype="float64"))
@@ -281,7 +281,7 @@ def test_every_model_steps_alike_on_cuda_and_numpy_backends(name, embed_optim):
     from engine.optim import AdamState
     from engine.step import StepConfig, train_step
     from models import ModelConfig, Schema, build_model
-    from validate.gradcheck import check_batch
+    from validate.audit.gradcheck import check_batch
 
     model = build_model(name, Schema((4, 12, 1, 6), 3),
                         ModelConfig(embed_dim=3, dnn_hidden=(5, 4), cross_layers=2, num_experts=2, low_rank=2,

@@ -1,5 +1,5 @@
 """A lean PyTorch twin of LR, FM, WDL and DeepFM (the bench's `--vs torch`), and the first-step
-parity check of ours against it (`--parity`), on the problem of validate/problem.py.
+parity check of ours against it (`--parity`), on the problem of validate/speed/problem.py.
 
 Symbols: B batch, F sparse fields, K embedding dim, V table rows, U unique ids in a batch.
 PyTorch is optional (pip install torch); nothing here imports it until a twin is built.
@@ -11,7 +11,7 @@ import math
 import numpy as np
 
 from validate.errors import normwise_rel_error
-from validate.problem import MODES, make_batch, make_model, make_params, step_config
+from validate.speed.problem import MODES, make_batch, make_model, make_params, step_config
 
 TORCH_MODELS = ("lr", "fm", "wdl", "deepfm")   # the ones with a lean torch twin
 

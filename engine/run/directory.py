@@ -7,7 +7,7 @@
                       file's checksum): recorded in config.json, checked on resume and by evaluate
     truncate_metrics  metrics.jsonl cut back to the lines its checkpoint counted, so a resumed run
                       logs nothing twice and redoes every record that came after the checkpoint
-Every file here is written by replace, never through a link (engine/run_files.py).
+Every file here is written by replace, never through a link (engine/run/files.py).
 """
 import contextlib
 import fcntl
@@ -17,7 +17,7 @@ import os
 import shutil
 from pathlib import Path
 
-from engine.run_files import own, write_replace
+from engine.run.files import own, write_replace
 
 # what engine.train writes into a run directory; --overwrite removes these and nothing else
 RUN_FILES = ("config.json", "metrics.jsonl", "final_metrics.json", "early_stop.json", "profile.txt")
@@ -145,7 +145,7 @@ def check_fingerprint(out: Path, data, fingerprint: str) -> None:
     try:
         recorded = json.loads((out / "config.json").read_text()).get("data_fingerprint")
     except (OSError, json.JSONDecodeError):
-        return  # engine.run_config reads config.json first and names its problem
+        return  # engine.run.config reads config.json first and names its problem
     if recorded is not None and recorded != fingerprint:
         raise RunDirError(f"{data}: the dataset changed since {out} was trained on it (meta.json fingerprint "
                           f"{fingerprint[:19]}..., the run recorded {recorded[:19]}...); resuming would train on "

@@ -1,6 +1,6 @@
 """Finite-difference checks of every hand-written backward pass, in float64.
 
-    python -m validate.gradcheck            # prints (what, parameter, max rel error) and exits 1 on failure
+    python -m validate.audit.gradcheck            # prints (what, parameter, max rel error) and exits 1 on failure
 
 Each check contracts the output with a fixed random upstream gradient G, so the scalar
 f(x) = sum(out(x) * G) has gradient exactly what the backward returns for dout = G, and compares
@@ -26,7 +26,7 @@ import sys
 import click
 import numpy as np
 
-from dataio.reader import Batch
+from dataio.schema import Batch
 from engine.backend import get_backend
 from engine.layers import cross, embedding, fm, linear, loss, mlp
 from models import MODELS, ModelConfig, Schema, build_model

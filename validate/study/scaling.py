@@ -1,12 +1,12 @@
 """The scaling study: train a grid of (rule, batch size) runs and report them side by side.
 
-    python -m validate.scaling --preset quick          # ~45 min on 2 CPU cores
-    python -m validate.scaling --preset gpu --device cuda   # 8 min of H200 time (validate/budget.py)
-    python -m validate.scaling --preset full --device cuda
-    python -m validate.scaling --out DIR --report-only # rebuild table.md and scaling.png
+    python -m validate.study.scaling --preset quick          # ~45 min on 2 CPU cores
+    python -m validate.study.scaling --preset gpu --device cuda   # 8 min of H200 time (validate/study/budget.py)
+    python -m validate.study.scaling --preset full --device cuda
+    python -m validate.study.scaling --out DIR --report-only # rebuild table.md and scaling.png
 
 Rules (rows of the table): the hyperparameter scaling rules of engine/scaling.py applied from the
-base batch (none, sqrt, linear, cowclip), and the CowClip authors' ablations of validate/ablations.py
+base batch (none, sqrt, linear, cowclip), and the CowClip authors' ablations of validate/study/ablations.py
 (cowclip_nocnt, cowclip_global, cowclip_field, cowclip_const), which take CowClip's scaled
 hyperparameters (lr * sqrt(s), l2 * s, 1 warm-up epoch, r = 1) and change only the clip; and
 `cowclip_noclip`, CowClip's hyperparameters with the clip off (r = 0), which separates what the
@@ -26,7 +26,7 @@ Outputs in --out:
                     off mid-way resumes from its last checkpoint (written at every epoch's end)
     table.md        the paper-shaped tables: rows rules, columns batch sizes, cells AUC (mean over
                     seeds) and the gap to the `none` rule at the base batch; the gap at the largest
-                    batch per rule with its 95 % t interval (paired by seed, validate.seeds); then
+                    batch per rule with its 95 % t interval (paired by seed, validate.study.seeds); then
                     wall times and the clip audit
     scaling.png     the AUC gap to the base-batch baseline vs batch size per rule, and wall time vs
                     batch size (needs matplotlib, an optional dependency)
@@ -48,7 +48,7 @@ import click
 
 from engine.scaling import RULES as SCALE_RULES
 from engine.scaling import format_hyperparameters, scale_hyperparameters
-from validate.ablations import ABLATIONS, CLIP_RULES, ClipTally, clip_rule
+from validate.study.ablations import ABLATIONS, CLIP_RULES, ClipTally, clip_rule
 
 # CowClip's hyperparameter rule (lr * sqrt(s), l2 * s, 1 warm-up epoch) with the clip off
 NOCLIP_RULES = ("cowclip_noclip",)
@@ -79,7 +79,7 @@ PRESETS = {
     # One device call on an H200 (issue 18): a Criteo-sized synthetic set (40M rows, 26 fields), the
     # reference's Criteo base at 1K, dense-table Adam, the four rules and cowclip_noclip at 1K..128K;
     # a second seed for every 128K cell and for the 1K baseline they are paired with. Epochs: none
-    # fixed; validate/budget.py fits the grid into budget_s of H200 time (8 minutes) from the measured
+    # fixed; validate/study/budget.py fits the grid into budget_s of H200 time (8 minutes) from the measured
     # step times, and prints how. At 36M training rows and Criteo's V = 33.8M (whose dense-table Adam
     # adds 10.9 ms a step) one full epoch of this grid is about 60 minutes (the four 1K runs are 78 % of
     # it), so the 8 minutes buy one pass over a tenth of the training rows for every run; --epochs N
@@ -262,7 +262,7 @@ def train_one(cfg, rule: str, run_dir: Path, keep_checkpoint: bool) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
 
     steps_per_epoch = BatchReader(cfg.data, "train", cfg.bs).steps_per_epoch
-    # The clip rule of engine.step (validate/ablations.py): the one place the grid chooses it.
+    # The clip rule of engine.step (validate/study/ablations.py): the one place the grid chooses it.
     clipped = rule in CLIP_RULES and cfg.hp["clip"] > 0
     tally = ClipTally(steps_per_epoch, first_step) if clipped else None
     clip = clip_rule(rule, tally) if clipped else clip_rule("cowclip")
@@ -318,7 +318,7 @@ def run_grid(grid: dict, out: Path, model: str, data: str, dataset: str, device:
     grid["train_fraction"] < 1 (the gpu preset's budget): each run stops after that share of one epoch."""
     from dataio.meta import load_meta
     from dataio.reader import BatchReader
-    from engine.run_config import RunConfig
+    from engine.run.config import RunConfig
     from engine.scaling import DATASET_BASES
 
     out.mkdir(parents=True, exist_ok=True)
@@ -415,9 +415,9 @@ def _by_seed(group: list) -> dict:
 
 
 def cell_gap(aucs: dict, baseline: dict, tol: float = 1e-3) -> dict:
-    """A cell's gap to the baseline: validate.seeds.gap_summary paired by seed (mean, 95 % t interval
+    """A cell's gap to the baseline: validate.study.seeds.gap_summary paired by seed (mean, 95 % t interval
     when >= 2 seeds); cells sharing no seed with the baseline get the difference of the means, n 0."""
-    from validate.seeds import gap_summary
+    from validate.study.seeds import gap_summary
 
     g = gap_summary(aucs, baseline, tol)
     if g["n"] == 0:
@@ -459,7 +459,7 @@ def _regime_note(group: list) -> str:
     fraction = result_field(r, "train_fraction")
     if fraction < 1.0:
         return (f"Every run: one pass over {fraction:.0%} of the {r.get('train_rows', 0):,} training rows "
-                f"(it stops after that share of an epoch's updates; validate/budget.py says why).")
+                f"(it stops after that share of an epoch's updates; validate/study/budget.py says why).")
     return f"{r['epochs']} epochs for every run."
 
 
@@ -509,7 +509,7 @@ def markdown_report(records: list, test_counts: tuple[int, int] | None = None) -
             notes.append(f"One test-set standard error of an AUC near {base_auc:.3f} on this test split "
                          f"({test_counts[0]:,} positives, {test_counts[1]:,} negatives): {se:.4f} (Hanley-McNeil); "
                          f"runs share the test set, so gaps between them are less noisy than that; the seed "
-                         f"spread is another matter (validate.seeds).")
+                         f"spread is another matter (validate.study.seeds).")
         notes.append(f"{_regime_note(group)} Step budget: ample >= 1000 updates, reduced 100-999, starved < 100.")
         lines += ["", *notes, ""]
 
@@ -674,9 +674,9 @@ def trained_runs(grid: dict, dataset: str, seed: int) -> list:
 
 
 def fit_budget(grid: dict, dataset: str, seed: int, meta: dict, budget_s: float | None, echo) -> None:
-    """Set grid["epochs"] and grid["train_fraction"] from the device-time budget (validate/budget.py),
+    """Set grid["epochs"] and grid["train_fraction"] from the device-time budget (validate/study/budget.py),
     unless --epochs was given; print the arithmetic either way."""
-    from validate.budget import describe, grid_seconds, plan_budget
+    from validate.study.budget import describe, grid_seconds, plan_budget
 
     train_rows = meta["splits"]["train"]["rows"]
     vocab_rows = sum(f["vocab_size"] for f in meta["sparse_features"])
@@ -685,7 +685,7 @@ def fit_budget(grid: dict, dataset: str, seed: int, meta: dict, budget_s: float 
     if grid.get("epochs") is not None:
         seconds = grid_seconds(runs, train_rows, vocab_rows, grid["epochs"], grid["epochs"])
         echo(f"{len(runs)} runs x {grid['epochs']} epochs (given): about {seconds:,.0f} s at H200 step times "
-             f"(validate/budget.py)")
+             f"(validate/study/budget.py)")
         grid["train_fraction"] = 1.0
         return
     try:
@@ -720,7 +720,7 @@ def _list(text: str | None, cast):
 @click.option("--epochs", default=None, type=int, help="epochs of every run (default: the preset's; for "
                                                           "--preset gpu, what --budget-s allows)")
 @click.option("--budget-s", default=None, type=float, help="--preset gpu: H200 seconds the grid may take "
-                                                           "(default 480; validate/budget.py)")
+                                                           "(default 480; validate/study/budget.py)")
 @click.option("--seed", default=1235, show_default=True, type=int)
 @click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
 @click.option("--max-runs", default=0, type=int, help="stop after training this many new runs (0: all)")
@@ -790,7 +790,7 @@ def main(preset, out, model, data, dataset, rows, max_vocab, cache, batch_sizes,
 
 
 if __name__ == "__main__":
-    from engine.runtime import configure_process
+    from engine.run.runtime import configure_process
 
-    configure_process()   # keep freed memory, quiet Numba threads (engine/runtime.py)
+    configure_process()   # keep freed memory, quiet Numba threads (engine/run/runtime.py)
     sys.exit(main())

@@ -1,7 +1,15 @@
-"""What a model needs to know about the data: each sparse field's vocabulary and the dense width."""
+"""The data's shape as the models see it: each sparse field's vocabulary and the dense width (`Schema`),
+and one mini-batch of it (`Batch`, the models' input type).
+
+Symbols: B batch, F sparse fields, D dense features.
+"""
+from collections import namedtuple
 from dataclasses import dataclass, field
 
 import numpy as np
+
+Batch = namedtuple("Batch", ["sparse", "dense", "label"])
+Batch.__doc__ = "sparse int32 (B, F), dense float32 (B, D), label float32 (B,)"
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """How much of a scaling grid fits a device-time budget, from step times measured on an H200.
 
-The `gpu` preset of validate.scaling must run in one device call: the whole grid in 8 minutes of
+The `gpu` preset of validate.study.scaling must run in one device call: the whole grid in 8 minutes of
 H200 time (issue 18). This module turns that into a number of epochs, or a fraction of one epoch,
 with the arithmetic printed so a reader can check it.
 
@@ -24,7 +24,7 @@ Two costs were not measured and are assumptions (replace them with the wall time
 run records in results.jsonl): RUN_OVERHEAD_S per run (model init, moving the splits to the GPU,
 the first kernels' compilation) and EVAL_S per evaluation (forward over the test split, AUC).
 
-Budget rule (validate.scaling's `gpu` preset): every run of the grid trains on the same number of
+Budget rule (validate.study.scaling's `gpu` preset): every run of the grid trains on the same number of
 samples, as the paper's table does (same epochs at every batch size):
   1. the largest number of full epochs E <= max_epochs for which the grid fits, else
   2. one pass over a fraction f < 1 of the training split, the largest that fits: each run stops
@@ -116,7 +116,7 @@ def plan_budget(runs: list, train_rows: int, vocab_rows: int, budget_s: float, m
 
 def describe(plan: Plan, train_rows: int) -> str:
     """The plan and its arithmetic, for the console and table.md."""
-    head = (f"device-time plan (H200 step times, validate/budget.py) for a budget of {plan.budget_s:g} s:")
+    head = (f"device-time plan (H200 step times, validate/study/budget.py) for a budget of {plan.budget_s:g} s:")
     if plan.fraction >= 1.0:
         verdict = f"  -> {plan.epochs} full epochs of every run, about {plan.seconds:,.0f} s"
     else:

@@ -9,7 +9,7 @@ with links (`cp -rs run snap`, `cp -al run snap`) stays a copy when either one i
     own             the same private copy for any file about to be changed in place (the lock file)
 
 metrics.jsonl is appended to rather than rewritten per line (a long run logs tens of thousands of
-lines); a kill mid-line leaves a torn last line that --resume cuts (engine/run_dir.truncate_metrics).
+lines); a kill mid-line leaves a torn last line that --resume cuts (engine/run/directory.py truncate_metrics).
 """
 import os
 from pathlib import Path

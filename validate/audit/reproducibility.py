@@ -1,26 +1,26 @@
-"""Same inputs, same bits: the two reproducibility checks of `validate.device_check` (issue 14).
+"""Same inputs, same bits: the two reproducibility checks of `validate.device_check`.
 
     same_seed_twice              two runs of S training steps from the same seed and batches end
                                  with bitwise identical parameters and Adam moments
-    resumed_equals_uninterrupted a run stopped after k steps, written with engine.checkpoint,
+    resumed_equals_uninterrupted a run stopped after k steps, written with engine.run.checkpoint,
                                  dropped, loaded into fresh arrays and continued to S steps equals
                                  the run that never stopped, bitwise
 
 Each returns (passed, a one-line detail). They run any backend: `cuda` on a GPU (the point),
 `cuda` under NUMBA_ENABLE_CUDASIM=1 or `cpu` in tests (tests/test_reproducibility.py).
-Batches come from the bench fixture (validate.bench.make_batch), made on the host and moved once.
+Batches come from the bench fixture (validate.speed.bench.make_batch), made on the host and moved once.
 """
 from __future__ import annotations
 
 import tempfile
 
-from engine.checkpoint import load_checkpoint, save_checkpoint
+from engine.run.checkpoint import load_checkpoint, save_checkpoint
 from engine.optim import AdamState
 from engine.step import train_step
 
 
 def device_batches(model, kernels, batch_size: int, steps: int) -> list:
-    from validate.bench import make_batch
+    from validate.speed.bench import make_batch
 
     out = []
     for seed in range(steps):

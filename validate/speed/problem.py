@@ -1,4 +1,4 @@
-"""The benchmark problem, shared by validate/bench.py, validate/torch_twin.py, validate/ab.py and
+"""The benchmark problem, shared by validate/speed/bench.py, validate/speed/torch_twin.py, validate/speed/ab.py and
 validate/device_check.py: a Criteo-shaped schema, parameters, batches and step configuration.
 
 Symbols: B batch, F = 26 sparse fields, D = 13 dense features, K = 10 embedding dim, V table rows,
@@ -13,7 +13,7 @@ mode (every row moves each step) or `lazy` mode (only the batch's rows).
 """
 import numpy as np
 
-from dataio.reader import Batch
+from dataio.schema import Batch
 
 CRITEO_VOCAB = (1460, 583, 10131227, 2202608, 305, 24, 12517, 633, 3, 93145, 5683, 8351593, 3194,
                 27, 14992, 5461306, 10, 5652, 2173, 4, 7046547, 18, 15, 286181, 105, 142572)

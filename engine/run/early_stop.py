@@ -3,7 +3,7 @@ a better valid AUC, and report the test metrics of the best.
 
 Layout beside the run's checkpoint/:
     best/checkpoint/   the parameters and Adam state of the evaluation with the best valid AUC as of the
-                       run's last checkpoint, written atomically by engine.checkpoint.save_checkpoint
+                       run's last checkpoint, written atomically by engine.run.checkpoint.save_checkpoint
     best/pending/      a newer best, written at its evaluation and made best/checkpoint once the run's
                        checkpoint (which records the early-stopping state) is on disk: a kill in between
                        leaves best/ agreeing with the checkpoint a resumed run starts from (settle_best)
@@ -16,8 +16,8 @@ import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from engine.checkpoint import global_step_of
-from engine.run_files import write_replace
+from engine.run.checkpoint import global_step_of
+from engine.run.files import write_replace
 
 BEST_DIR = "best"
 PENDING = "pending"          # best/pending: a new best not yet covered by the run's checkpoint

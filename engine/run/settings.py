@@ -1,5 +1,5 @@
 """Settings read from a file (--config FILE, and RUN/config.json on --resume), checked by the very click
-types and ranges of engine.train's command line, so a range is written once (engine/options.py) and a
+types and ranges of engine.train's command line, so a range is written once (engine/run/options.py) and a
 file cannot train what the command line would refuse.
 
     read_settings(path, params)   config.json -> {RunConfig field: value}, every value of the JSON type
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import click
 
-from engine.options import POSITIVE_INT
+from engine.run.options import POSITIVE_INT
 
 # RunConfig field -> the command-line option that sets it, where the names differ
 OPTION_OF_FIELD = {"epochs": "epoch", "embed_dim": "sparse_embed_dim"}
@@ -36,7 +36,7 @@ class SettingsError(ValueError):
 
 def command_params() -> dict:
     """option name -> click Parameter of engine.train's command (imported late: it imports this module)."""
-    from engine.train import main
+    from engine.run.cli import main
 
     return {p.name: p for p in main.params}
 
@@ -47,7 +47,7 @@ def read_settings(path, params: dict | None = None, may_omit=frozenset(), comple
     complete: every field without a default must be there (a resumed run has nothing else to go by);
     may_omit: options the caller has from elsewhere (the flags given beside --config), so their keys
     may be absent; "hp" may then be absent when the scaling rule derives it."""
-    from engine.run_config import RunConfig
+    from engine.run.config import RunConfig
 
     params = params or command_params()
     saved = load_object(path)

@@ -52,9 +52,9 @@ def starts_over(out: Path, writes: bool) -> bool:
     fresh start (metrics.jsonl emptied, a half-written best/ removed); the run then starts again from
     step 0, which is what it would have done. False when there is a checkpoint to resume from (a swap
     cut off is finished first). writes: this process may change the run directory (rank 0 under MPI)."""
-    from engine.checkpoint import recover_checkpoint
-    from engine.early_stop import settle_best
-    from engine.run_files import write_replace
+    from engine.run.checkpoint import recover_checkpoint
+    from engine.run.early_stop import settle_best
+    from engine.run.files import write_replace
 
     recovered = recover_checkpoint(out) if writes else None
     if recovered:

@@ -26,7 +26,7 @@ def loss_problem(loss: float) -> str | None:
     if not math.isfinite(loss):
         return f"non-finite loss ({loss})"
     if loss > LOSS_LIMIT:
-        return f"exploding loss ({loss:.4g} > {LOSS_LIMIT:.1f} = 100 ln 2, the limit in engine/guards.py)"
+        return f"exploding loss ({loss:.4g} > {LOSS_LIMIT:.1f} = 100 ln 2, the limit in engine/run/guards.py)"
     return None
 
 

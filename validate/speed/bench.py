@@ -1,20 +1,20 @@
 """Benchmark of the CPU training step at Criteo scale, with a per-phase breakdown and a PyTorch twin.
 
-    python -m validate.bench                              # DeepFM, both vocabularies, both table modes
-    python -m validate.bench --models all --steps 3 --warmup 1
-    python -m validate.bench --vocab small --vs torch --parity
-    python -m validate.bench --vocab small --curve        # samples/s against batch size 1K..128K
-    python -m validate.bench --ab                          # each optimised piece against its plain form
+    python -m validate.speed.bench                              # DeepFM, both vocabularies, both table modes
+    python -m validate.speed.bench --models all --steps 3 --warmup 1
+    python -m validate.speed.bench --vocab small --vs torch --parity
+    python -m validate.speed.bench --vocab small --curve        # samples/s against batch size 1K..128K
+    python -m validate.speed.bench --ab                          # each optimised piece against its plain form
 
 Symbols: B batch, F = 26 sparse fields, D = 13 dense features, K = 10 embedding dim, V table rows,
 H = 400 hidden width, U unique ids in a batch.
 
-The problem (schema, params, batches, step) is validate/problem.py; the PyTorch twin and the
-parity check are validate/torch_twin.py; the phase timers validate/phases.py; --ab validate/ab.py.
+The problem (schema, params, batches, step) is validate/speed/problem.py; the PyTorch twin and the
+parity check are validate/speed/torch_twin.py; the phase timers validate/speed/phases.py; --ab validate/speed/ab.py.
 
 What is printed (medians over --steps steps after --warmup steps; nothing asserts on time):
   * the whole step (engine.step.train_step), and each phase, timed by wrapping the real layer and
-    kernel functions while train_step runs (validate/phases.py);
+    kernel functions while train_step runs (validate/speed/phases.py);
   * DNN GEMM GFLOP/s, against a float32 GEMM peak measured here with np.matmul, and the floor
     step >= DNN fwd+bwd FLOPs / peak;
   * peak resident memory of each configuration: every configuration runs in a child process of
@@ -39,11 +39,11 @@ import click
 import numba
 import numpy as np
 
-from validate.ab import ab_compare
-from validate.phases import PHASES, phase_step
-from validate.problem import (ALL_MODELS, EMBED_DIM, HIDDEN, VOCABS, ZIPF_EXPONENT, make_batch, make_model,
+from validate.speed.ab import ab_compare
+from validate.speed.phases import PHASES, phase_step
+from validate.speed.problem import (ALL_MODELS, EMBED_DIM, HIDDEN, VOCABS, ZIPF_EXPONENT, make_batch, make_model,
                               make_params, step_config, weight_params)
-from validate.torch_twin import TORCH_MODELS, parity, torch_twin, torch_unavailable_reason
+from validate.speed.torch_twin import TORCH_MODELS, parity, torch_twin, torch_unavailable_reason
 
 GOAL_TORCH_RATIO, GOAL_FLOOR_RATIO = 0.5, 1.3
 
@@ -133,7 +133,7 @@ def run_config(spec: dict) -> dict:
 
 
 def _child_main(spec, queue):
-    from engine.runtime import configure_process
+    from engine.run.runtime import configure_process
 
     # both engines get the same settings, as under engine.train (--malloc default: glibc's own)
     configure_process(retain_memory=spec.get("malloc", "retain") == "retain")
@@ -200,7 +200,7 @@ def _fmt_bytes(n: float) -> str:
 @click.option("--no-data", is_flag=True, help="skip timing the reader")
 @click.option("--ab", is_flag=True, help="time each optimised piece against its plain form, then stop")
 @click.option("--malloc", type=click.Choice(["retain", "default"]), default="retain", show_default=True,
-              help="glibc malloc in each timed child: keep freed memory (engine/memory.py, as engine.train "
+              help="glibc malloc in each timed child: keep freed memory (engine/run/memory.py, as engine.train "
                    "does) or leave glibc's defaults; torch's child gets the same")
 def main(models_opt, vocab, modes, batch, steps, warmup, versus, check_parity, curve, no_breakdown, no_data, ab,
          malloc):
@@ -312,7 +312,7 @@ def _print_config(name, v, mode, batch, ours, theirs, peak, data_s):
 
 
 if __name__ == "__main__":
-    from engine.runtime import configure_process
+    from engine.run.runtime import configure_process
 
-    configure_process()   # keep freed memory, quiet Numba threads (engine/runtime.py)
+    configure_process()   # keep freed memory, quiet Numba threads (engine/run/runtime.py)
     main()

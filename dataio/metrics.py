@@ -1,7 +1,7 @@
 """Evaluation metrics on host or device arrays (the same lines run on NumPy and CuPy).
 
-A top-level module of its own because both layers score predictions: the engine its evaluations,
-the data layer the Bayes-optimal predictor of a synthetic set (dataio imports nothing from engine).
+In the data layer because both layers score predictions: the engine its evaluations, the data
+layer the Bayes-optimal predictor of a synthetic set (dataio imports nothing from engine).
 
     AUC     = (sum of the positives' ranks - P (P + 1) / 2) / (P N)     Mann-Whitney, ranks 1-based,
               tied scores share their average rank (so ties count 1/2, as scikit-learn's roc_auc_score)
@@ -16,14 +16,7 @@ import math
 
 import numpy as np
 
-
-def array_module_of(array):
-    """numpy for host arrays, cupy for device arrays (as engine.kernels.common's, without its imports)."""
-    if isinstance(array, np.ndarray):
-        return np
-    import cupy
-
-    return cupy
+from dataio.arrays import array_module_of
 
 
 def auc(label, score) -> float:

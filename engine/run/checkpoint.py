@@ -4,7 +4,7 @@ that a crash never leaves a half-written checkpoint behind, and never a non-fini
 Layout of `<run>/checkpoint/`:
     arrays.npz   params (`param/<name>`), Adam moments (`m/<name>`, `v/<name>`), uncompressed
     state.json   {"format_version", "epoch", "step_in_epoch", "global_step", "updates", "rng", "run"}
-                 "run" (engine/phases.py): what the run had recorded when the checkpoint was taken (its
+                 "run" (engine/run/phases.py): what the run had recorded when the checkpoint was taken (its
                  metrics.jsonl lines, early-stopping state, last evaluation), so that a resumed run
                  redoes exactly what came after
 A new checkpoint is written to `checkpoint.tmp/` and swapped in by two renames:
@@ -97,7 +97,7 @@ def recover_checkpoint(run_dir: Path) -> str | None:
     run_dir = Path(run_dir)
     final, tmp, old = run_dir / "checkpoint", run_dir / "checkpoint.tmp", run_dir / "checkpoint.old"
     if any(p.is_symlink() for p in (final, tmp, old)):
-        return None  # refused by engine.run_dir.refuse_links; never rename or delete through a link
+        return None  # refused by engine.run.directory.refuse_links; never rename or delete through a link
     done = None
     if not final.exists():
         if tmp.is_dir() and is_complete(tmp):

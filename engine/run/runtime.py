@@ -1,8 +1,8 @@
-"""Process-wide settings the entry points (engine.train, engine.evaluate, validate.bench,
-validate.scaling) apply before the first step. They change the whole process, so importing the
+"""Process-wide settings the entry points (engine.train, engine.evaluate, validate.speed.bench,
+validate.study.scaling) apply before the first step. They change the whole process, so importing the
 library never applies them; a user's own script can call `configure_process()` too.
 
-1. Freed memory stays in the process (engine/memory.py).
+1. Freed memory stays in the process (engine/run/memory.py).
 2. Numba's `workqueue` threading layer instead of OpenMP. Numba's OpenMP threads spin after each
    parallel kernel, on the same 2 cores where OpenBLAS's GEMM threads run next; the workqueue
    pool sleeps instead. Measured on the 2-core dev VM (DeepFM step, V = 337,630, dense tables):
@@ -12,7 +12,7 @@ library never applies them; a user's own script can call `configure_process()` t
 """
 import os
 
-from engine.memory import retain_freed_memory
+from engine.run.memory import retain_freed_memory
 
 THREADING_LAYER = "workqueue"
 

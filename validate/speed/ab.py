@@ -1,6 +1,6 @@
 """Before / after: each optimised piece of the DeepFM step against its plain form (the form it
 replaced, kept as its test oracle), interleaved in one process so that a busy machine slows both
-alike (the bench's `--ab`). On the problem of validate/problem.py.
+alike (the bench's `--ab`). On the problem of validate/speed/problem.py.
 
 Symbols: B batch, F sparse fields, K embedding dim, V table rows, H hidden width.
 """
@@ -14,7 +14,7 @@ import numpy as np
 
 from engine.kernels.adam import update_table_row
 from validate.errors import normwise_rel_error
-from validate.problem import HIDDEN, make_batch, make_model, make_params
+from validate.speed.problem import HIDDEN, make_batch, make_model, make_params
 
 
 def _median(xs):

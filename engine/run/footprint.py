@@ -16,7 +16,6 @@ import os
 
 import numpy as np
 
-from models.base import EMBED_TABLE, LINEAR_TABLE
 
 GIB = 1 << 30
 
@@ -25,23 +24,13 @@ class MemoryShortError(ValueError):
     """The run cannot fit; the message gives the estimate, its parts and what is available."""
 
 
-def param_shapes(model) -> dict:
-    """name -> shape of every parameter model.init_params would make, without allocating the tables."""
-    V, D, K = model.schema.total_rows, model.schema.num_dense, model.config.embed_dim
-    shapes = {LINEAR_TABLE: (V, 1), "linear.dense_w": (D,), "bias": (1,)}
-    if model.uses_embedding:
-        shapes[EMBED_TABLE] = (V, K)
-    shapes.update({name: a.shape for name, a in model.init_body(np.random.default_rng(0)).items()})
-    return shapes
-
-
 def batch_bytes(model, rows: int) -> int:
     """Activations, caches and gradients of one batch of `rows` rows (a lower bound)."""
     F, D, K = model.schema.num_fields, model.schema.num_dense, model.config.embed_dim
     itemsize = np.dtype(model.config.dtype).itemsize
     inputs = rows * (4 * (F + D + 1) + 8 * F)                     # sparse, dense, label, int64 table rows
     width = F * K * model.uses_embedding                          # embeddings of the batch
-    names = param_shapes(model)
+    names = model.param_shapes()
     if any(name.startswith("dnn.") for name in names):
         width += model.input_width + sum(model.config.dnn_hidden)
     if any(name.startswith("cross") for name in names):
@@ -58,7 +47,7 @@ def split_bytes(num_fields: int, num_dense: int, rows: int) -> int:
 def estimate(model, batch_rows: int, train_rows_in_memory: int, test_rows: int) -> dict:
     """-> bytes of each part: params, adam, batch, data."""
     itemsize = np.dtype(model.config.dtype).itemsize
-    params = itemsize * sum(math.prod(shape) for shape in param_shapes(model).values())
+    params = itemsize * sum(math.prod(shape) for shape in model.param_shapes().values())
     F, D = model.schema.num_fields, model.schema.num_dense
     return {"params": params, "adam": 2 * params, "batch": batch_bytes(model, batch_rows),
             "data": split_bytes(F, D, train_rows_in_memory + test_rows)}

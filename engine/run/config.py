@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.settings import OPTION_OF_FIELD, read_settings
+from engine.run.settings import OPTION_OF_FIELD, read_settings
 from engine.scaling import (DATASET_BASES, REFERENCE_DEFAULTS, default_init_stddev, format_hyperparameters,
                             resolve_auto, scale_hyperparameters)
 from models import canonical_model_name

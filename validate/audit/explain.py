@@ -1,6 +1,6 @@
 """One CowClip step of DeepFM on a tiny batch, printed line by line against Algorithm 1.
 
-    python -m validate.explain
+    python -m validate.audit.explain
 
 Symbols: B batch rows, F sparse fields, K embedding dim, V table rows. For each row k of the shared
 embedding table (an id of one field), Algorithm 1 of arXiv 2204.06240 does, after the backward pass:
@@ -44,7 +44,7 @@ HYPER = dict(lr=1e-3, lr_embed=1e-2, l2=0.05, clip=1.0, bound=1e-3, embed_optim=
 
 def tiny_setup():
     """-> (model, params, batch): DeepFM with K = 4, one hidden layer of 8, float32 as in training."""
-    from dataio.reader import Batch
+    from dataio.schema import Batch
 
     model = build_model("deepfm", SCHEMA, ModelConfig(embed_dim=4, dnn_hidden=(8,), init_stddev=0.05))
     params = model.init_params(seed=7)
@@ -161,7 +161,7 @@ def explain_lines() -> list[str]:
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """Print one CowClip step of DeepFM on a tiny batch, line by line against Algorithm 1."""
-    from engine.runtime import configure_process
+    from engine.run.runtime import configure_process
 
     configure_process()
     print("\n".join(explain_lines()))

@@ -10,7 +10,7 @@ went from 4.0-4.3 s to 2.6-2.7 s; see validate/BENCH_NOTES.md.
 
 The cost: the process keeps its peak memory until it exits, which a training run does anyway.
 This changes the allocator of the whole process, so the library never does it on import: the
-entry points call it through engine.runtime.configure_process, and so can a user's script.
+entry points call it through engine.run.runtime.configure_process, and so can a user's script.
 """
 import ctypes
 import ctypes.util

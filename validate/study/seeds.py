@@ -1,8 +1,8 @@
 """Pool one scaling grid trained at several seeds: is a gap to the baseline real, and is it within a tolerance?
 
-    python -m validate.seeds runs/grid-seed1 runs/grid-seed2 runs/grid-seed3 [--tol 0.001] [--out seeds.md]
+    python -m validate.study.seeds runs/grid-seed1 runs/grid-seed2 runs/grid-seed3 [--tol 0.001] [--out seeds.md]
 
-Each directory is a `validate.scaling --out` of the same grid (same data, epochs, base batch) at
+Each directory is a `validate.study.scaling --out` of the same grid (same data, epochs, base batch) at
 other `--seed`s; a directory may itself hold several seeds (the gpu preset's 128K cells), but a
 (cell, seed) may be counted once. One run per cell cannot say whether CowClip "stays within 0.001" of the baseline:
 on the 4M-row synthetic set the seed alone moves a cell by up to 0.005 AUC (validate/SCALING_NOTES.md).
@@ -23,14 +23,14 @@ from pathlib import Path
 
 import click
 
-from validate.scaling import ORDER, bs_label, grid_difference, read_results, result_field
+from validate.study.scaling import ORDER, bs_label, grid_difference, read_results, result_field
 
 # Two-sided 95 % quantiles of Student's t, by degrees of freedom (any statistics table).
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262,
        10: 2.228, 12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042}
 
 # What must agree between the directories for their runs to be the same cell at another seed:
-# validate.scaling's GRID_FIELDS (data, epochs, base batch, clip form, ...) and the model.
+# validate.study.scaling's GRID_FIELDS (data, epochs, base batch, clip form, ...) and the model.
 
 
 def t95(df: int) -> float:
@@ -49,7 +49,7 @@ def load_seeded(dirs: list[Path]) -> list[dict]:
     for d in dirs:
         path = Path(d) / "results.jsonl"
         if not path.exists():
-            raise click.ClickException(f"{path}: no such file (is {d} a validate.scaling --out directory?)")
+            raise click.ClickException(f"{path}: no such file (is {d} a validate.study.scaling --out directory?)")
         lines = list(read_results(path).values())
         if not lines:
             raise click.ClickException(f"{path}: no finished runs")
@@ -79,7 +79,7 @@ def pooled_cells(records: list[dict]) -> dict:
 
 def baseline_copies(records: list[dict]) -> set:
     """(model, embed_optim, init_stddev, rule, bs) of cells that are the baseline run itself (e.g. sqrt
-    and linear at the base batch, which validate.scaling trains once as `none`): no gap to report."""
+    and linear at the base batch, which validate.study.scaling trains once as `none`): no gap to report."""
     return {(r["model"], r["embed_optim"], r["init_stddev"], r["rule"], r["bs"])
             for r in records if r.get("copied_from") and r["bs"] == r["base_bs"]}
 
@@ -153,7 +153,7 @@ def seeds_report(records: list[dict], tol: float) -> str:
 @click.option("--tol", default=1e-3, show_default=True, help="the AUC loss that still counts as 'within'")
 @click.option("--out", default=None, help="also write the report to this file")
 def main(dirs, tol, out):
-    """Pool validate.scaling grids run at different seeds into mean, spread and paired gaps."""
+    """Pool validate.study.scaling grids run at different seeds into mean, spread and paired gaps."""
     report = seeds_report(load_seeded([Path(d) for d in dirs]), tol)
     click.echo(report)
     if out:

@@ -1,0 +1,61 @@
+"""What a run checks and reads before its first step: a train split and batch that make sense, enough
+memory, the saved config.json, the evaluation splits on the device, and the checkpoint to resume from."""
+import json
+import math
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from engine.optim import AdamState
+from engine.run.checkpoint import load_checkpoint, recover_checkpoint
+from engine.run.config import RunConfig
+from engine.run.directory import truncate_metrics
+from engine.run.files import write_replace
+from engine.run.footprint import check_fits, estimate
+from engine.run.guards import check_train_rows, zero_clip_warning
+
+SPLIT_ARRAYS = ("sparse", "dense", "label")
+
+
+def check_set_up(cfg: RunConfig, model, reader, meta: dict, xp) -> None:
+    """Before anything large is allocated: a train split and batch that make sense, a CowClip threshold
+    that is not zero everywhere (a warning), and enough memory (engine/run/guards.py, footprint.py)."""
+    check_train_rows(reader.num_rows, cfg.bs, cfg.data)
+    warning = zero_clip_warning(cfg.hp["clip"], cfg.hp["bound"], cfg.init_stddev, model.uses_embedding)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
+    micro_batch = math.ceil(min(cfg.bs, reader.num_rows) / cfg.accum)
+    parts = estimate(model, micro_batch, reader.num_rows if reader.in_memory else 0,
+                     int(meta["splits"]["test"]["rows"]))
+    check_fits(parts, xp)
+
+
+def write_config(out: Path, cfg: RunConfig, step_config, schema, device_line: str, fingerprint: str) -> None:
+    """RUN/config.json: every resolved setting, what the step was built with, the data's fingerprint."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_replace(out / "config.json", json.dumps({**asdict(cfg), "step_config": asdict(step_config),
+                                                   "schema": asdict(schema), "device_line": device_line,
+                                                   "data_fingerprint": fingerprint}, indent=2, default=str))
+
+
+def split_on_device(data: str, split: str, xp) -> dict:
+    """The arrays of one split (test, valid) on the run's device."""
+    from dataio.reader import read_split
+
+    return {k: xp.asarray(v) for k, v in read_split(data, split).items() if k in SPLIT_ARRAYS}
+
+
+def resume_from_checkpoint(out: Path, model, xp, is_root: bool = True) -> tuple[dict, AdamState, dict]:
+    """The checkpoint in `out` (after finishing an interrupted swap), checked against the model, and
+    metrics.jsonl cut back to the lines it counted. -> (params, Adam state, position). is_root: this process may
+    change the run directory (under MPI, rank 0 alone; the others only read)."""
+    recovered = recover_checkpoint(out) if is_root else None
+    if recovered:
+        print(f"{out}: {recovered}")
+    params, state, position = load_checkpoint(out, xp.asarray, model.param_shapes())
+    lines = (position.get("run") or {}).get("metrics_lines")
+    dropped = truncate_metrics(out / "metrics.jsonl", position["global_step"], lines) if is_root else 0
+    print(f"resumed from {out / 'checkpoint'} at epoch {position['epoch'] + 1}, step {position['step_in_epoch']} "
+          f"(global step {position['global_step']})" + (f"; dropped {dropped} metrics.jsonl line(s) logged "
+                                                        f"after it" if dropped else ""))
+    return params, state, position
