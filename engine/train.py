@@ -29,13 +29,15 @@ from engine.optim import AdamState
 from engine.run.checkpoint import save_checkpoint
 from engine.run.config import OPTIMIZERS, RunConfig
 from engine.run.directory import check_fingerprint, data_fingerprint, refuse_links
-from engine.run.early_stop import EarlyStopping
+from engine.run.early_stop import EarlyStopping, settle_best
 from engine.run.errors import Diverged
 from engine.run.evaluations import best_test_metrics, evaluate_now
+from engine.run.files import write_replace
 from engine.run.guards import divergence
+from engine.run.phases import kill_point, run_state, starts_over
 from engine.run.process import SingleProcess
 from engine.run.progress import compile_notice
-from engine.run.report import log_step, parameter_norms, profile_steps, show_progress
+from engine.run.report import RUNNING, log_step, metrics_lines, parameter_norms, profile_steps, show_progress
 from engine.run.setup import check_set_up, resume_from_checkpoint, split_on_device, step_config_of, write_config
 from engine.run.tensorboard import open_tensorboard
 from engine.evaluate import json_safe
@@ -63,6 +65,8 @@ class Job:
     valid: dict | None = None       # the valid split, on the device, when --early-stop is on
     early: EarlyStopping | None = None
     stopped: bool = False           # early stopping said stop
+    last_eval: dict | None = None   # the last evaluation's record (a checkpoint keeps it for final_metrics.json)
+    running: list = field(default_factory=list)   # the epoch's last RUNNING losses (a checkpoint keeps them)
     profiler: object = None         # --profile's cProfile.Profile while it runs
     steps_run: int = 0              # steps taken in this process
     samples: int = 0                # samples trained on in this process (all ranks' rows under MPI)
@@ -91,32 +95,28 @@ def run(cfg: RunConfig, out: Path, resume: bool, clip_rule: ClipRule = COWCLIP, 
     SingleProcess). tensorboard: a directory for TensorBoard event files of every record, or None."""
     job, position = prepare(cfg, out, resume, clip_rule, process or SingleProcess())
     job.tensorboard = open_tensorboard(tensorboard, job.global_step if resume else None, job.process.is_root)
-    last_eval, epoch = None, position["epoch"]
+    epoch = position["epoch"]
     if reached_max_steps(cfg, job.global_step):
         print(f"global step {job.global_step} is at or past --max-steps {cfg.max_steps}: no step taken")
     for epoch in range(position["epoch"], cfg.epochs):
-        if reached_max_steps(cfg, job.global_step):  # resumed at or past --max-steps: take no step
+        if job.stopped or reached_max_steps(cfg, job.global_step):   # resumed with no step left to take
             break
         start_step = position["step_in_epoch"] if epoch == position["epoch"] else 0
-        step_in_epoch, evaluated = train_epoch(job, epoch, start_step)
-        last_eval = evaluated or last_eval
+        train_epoch(job, epoch, start_step)
         if job.stopped or reached_max_steps(cfg, job.global_step):
-            save(job, epoch, step_in_epoch)
             break
-        if not (cfg.eval_every and job.global_step % cfg.eval_every == 0):
-            last_eval = evaluate_now(job, epoch)
-        save(job, epoch, job.reader.steps_per_epoch)
-        if job.stopped:
-            break
-    if last_eval is None or last_eval["step"] != job.global_step:
-        last_eval = evaluate_now(job, max(epoch, 0))
+    if job.last_eval is None or job.last_eval["step"] != job.global_step:   # no step taken since
+        job.last_eval = evaluate_now(job, max(min(epoch, cfg.epochs - 1), 0))
+    last_eval = job.last_eval
     final = {**last_eval, "steps": job.global_step, "wall_seconds": time.perf_counter() - job.started}
     if job.early is not None:
         final = {**best_test_metrics(job), "last": last_eval, "steps": job.global_step,
                  "stopped_early": job.stopped, "wall_seconds": final["wall_seconds"]}
+        kill_point("score", job.global_step)
     final.update(job.process.summary(job.params, job.state))
     if job.process.is_root:
-        (out / "final_metrics.json").write_text(json.dumps(json_safe(final), indent=2, allow_nan=False))
+        kill_point("final", job.global_step)
+        write_replace(out / "final_metrics.json", json.dumps(json_safe(final), indent=2, allow_nan=False))
     if job.tensorboard is not None:
         job.tensorboard.close()
     return final
@@ -147,6 +147,7 @@ def prepare(cfg: RunConfig, out: Path, resume: bool, clip_rule: ClipRule, proces
         refuse_links(out)
         write_config(out, cfg, step_config, schema, device_line, fingerprint)
     rng = np.random.default_rng(cfg.seed)
+    resume = resume and not starts_over(out, process.is_root)   # killed before its first checkpoint
     if resume:
         params, state, position = resume_from_checkpoint(out, model, xp, process.is_root)
         rng.bit_generator.state = position["rng"]
@@ -155,45 +156,54 @@ def prepare(cfg: RunConfig, out: Path, resume: bool, clip_rule: ClipRule, proces
         state = AdamState.zeros_like(params, xp)
         position = {"epoch": 0, "step_in_epoch": 0, "global_step": 0}
         if process.is_root:
-            (out / "metrics.jsonl").write_text("")
+            write_replace(out / "metrics.jsonl", "")
     params, state = process.place(params, state)   # --shard-tables: this rank's rows of the tables
     job = Job(cfg, out, process, model, kernels, reader, step_config, params, state, rng,
               split_on_device(cfg.data, "test", xp), meta.get("bayes", {}),
               checkpoint_step=position["global_step"] if resume else None)
     print(describe_model(cfg.model, params))
+    recorded = position.get("run") or {}   # what the run had recorded at its checkpoint (engine/run/phases.py)
+    job.last_eval, job.running = recorded.get("last_eval"), recorded.get("running", [])
     if cfg.early_stop:
         job.valid = split_on_device(cfg.data, "valid", xp)
-        job.early = EarlyStopping.load_or_new(out, cfg.early_stop)
+        job.early = (EarlyStopping.load_or_new(out, cfg.early_stop, recorded.get("early_stop")) if resume
+                     else EarlyStopping(cfg.early_stop))
+        job.stopped = job.early.should_stop
+        if resume and process.is_root:
+            settle_best(out, job.early.best_step)   # best/ as the checkpoint knows it
     notice = compile_notice(kernels.name)
     if notice:
         print(notice, flush=True)
     return job, position
 
 
-def train_epoch(job: Job, epoch: int, start_step: int) -> tuple[int, dict | None]:
-    """The batches of one epoch from `start_step` on. -> (last step in the epoch, last evaluation or None)."""
+def train_epoch(job: Job, epoch: int, start_step: int) -> None:
+    """The batches of one epoch from `start_step` on, each step's phases in order: step, log, evaluation
+    (at its cadence, the epoch's end and the run's last step), checkpoint (engine/run/phases.py)."""
     cfg, steps_per_epoch = job.cfg, job.reader.steps_per_epoch
-    running, tick, last_eval = [], time.perf_counter(), None
-    step_in_epoch = start_step
+    tick = time.perf_counter()
+    if start_step == 0:
+        job.running = []
     for step_in_epoch, batch in enumerate(job.reader.iter_epoch(epoch, start_step), start=start_step + 1):
         loss, info = take_step(job, batch, epoch, step_in_epoch)
+        kill_point("step", job.global_step)
         profile_steps(job)
-        running.append(loss)
+        job.running = running = [*job.running[1 - RUNNING:], loss]
         epoch_end = step_in_epoch == steps_per_epoch
         if job.global_step % cfg.log_every == 0 or epoch_end:
             log_step(job, epoch, loss, running, info)
+            kill_point("log", job.global_step)
         if time.perf_counter() - tick > (1.0 if sys.stderr.isatty() else 15.0) or epoch_end:
             show_progress(job, epoch, step_in_epoch, float(np.mean(running[-50:])))
             tick = time.perf_counter()
-        if cfg.eval_every and job.global_step % cfg.eval_every == 0:
-            last_eval = evaluate_now(job, epoch)
-            if job.stopped:
-                break
-        if cfg.checkpoint_every and job.global_step % cfg.checkpoint_every == 0:
+        last_step = reached_max_steps(cfg, job.global_step)
+        if (cfg.eval_every and job.global_step % cfg.eval_every == 0) or epoch_end or last_step:
+            job.last_eval = evaluate_now(job, epoch)
+        if (cfg.checkpoint_every and job.global_step % cfg.checkpoint_every == 0) or epoch_end or last_step \
+                or job.stopped:   # after the step's log and evaluation, so that the checkpoint covers them
             save(job, epoch, step_in_epoch)
-        if reached_max_steps(cfg, job.global_step):
+        if job.stopped or last_step:
             break
-    return step_in_epoch, last_eval
 
 
 def take_step(job: Job, batch, epoch: int, step_in_epoch: int) -> tuple[float, dict]:
@@ -238,7 +248,12 @@ def save(job: Job, epoch: int, step_in_epoch: int) -> None:
     position = {"epoch": epoch, "step_in_epoch": step_in_epoch, "global_step": job.global_step}
     params, state = job.process.full_state(job.params, job.state)   # under MPI, whole tables on rank 0
     if job.process.is_root:
-        save_checkpoint(job.out, params, state, position, job.rng.bit_generator.state, job.kernels.to_host)
+        recorded = run_state(metrics_lines(job.metrics_path), job.early, job.last_eval, job.running)
+        save_checkpoint(job.out, params, state, position, job.rng.bit_generator.state, job.kernels.to_host,
+                        run_state=recorded)
+        kill_point("checkpoint", job.global_step)
+        if job.early is not None:
+            settle_best(job.out, job.early.best_step)   # a best that waited in best/pending is covered now
     job.checkpoint_step = job.global_step
 
 

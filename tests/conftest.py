@@ -84,3 +84,27 @@ def data_dir(tmp_path_factory):
                               "test": {"rows": 3, "shards": ["test-00000.h5"]}},
                    "source": {"path": None, "bytes": 0, "sha256": None}, "options": {}})
     return d
+
+
+@pytest.fixture(scope="module")
+def with_valid(tmp_path_factory):
+    """A small synthetic set with train, valid and test splits (3,000, 600 and 400 rows), written by
+    dataio's DatasetWriter the way preprocessing writes a valid split (criteo_x4)."""
+    from dataio.meta import load_meta
+    from dataio.reader import read_split
+    from dataio.synthetic import generate
+    from dataio.writer import DatasetWriter
+
+    root = tmp_path_factory.mktemp("data")
+    src = generate(root / "src", rows=4000, seed=5, min_vocab=3, max_vocab=100)
+    meta = load_meta(src)
+    train_rows, test_rows = read_split(src, "train"), read_split(src, "test")
+    n_valid = 600
+    parts = {"train": {k: v[n_valid:] for k, v in train_rows.items()},
+             "valid": {k: v[:n_valid] for k, v in train_rows.items()}, "test": test_rows}
+    F, D = train_rows["sparse"].shape[1], train_rows["dense"].shape[1]
+    with DatasetWriter(root / "d", {s: len(p["label"]) for s, p in parts.items()}, F, D,
+                       prob_splits=("test",)) as writer:
+        for split, p in parts.items():
+            writer.append(split, p["sparse"], p["dense"], p["label"], p.get("prob") if split == "test" else None)
+        return str(writer.finish({k: v for k, v in meta.items() if k not in ("splits", "format_version")}))

@@ -164,7 +164,7 @@ def test_15_7_resume_refuses_a_dataset_rebuilt_since(data, tmp_path):
     meta = json.loads((copy / "meta.json").read_text())
     meta["source"] = {**meta.get("source", {}), "note": "re-preprocessed"}
     (copy / "meta.json").write_text(json.dumps(meta))
-    result = invoke(train.main, ["--resume", "--out", out])
+    result = invoke(train.main, ["--resume", "--out", out, "--max-steps", "4"])   # 2 more steps
     assert result.exit_code == 1 and "dataset changed" in result.output
     assert json.loads((out / "checkpoint" / "state.json").read_text())["global_step"] == 2
 
@@ -348,6 +348,7 @@ def test_19_7_resume_at_or_past_max_steps_takes_no_step(data, tmp_path):
     trained(data, out, "--max-steps", "3", "--log-every", "1")
     before = (out / "checkpoint" / "arrays.npz").read_bytes()
     for n in ("3", "2"):
+        (out / "final_metrics.json").unlink()   # as if killed before its last phase: not finished
         result = invoke(train.main, ["--resume", "--out", out, "--max-steps", n])
         assert result.exit_code == 0, result.output
         assert "no step taken" in result.output and "3 steps" in result.output
@@ -423,7 +424,7 @@ def test_19_12_a_checkpoint_that_is_a_symlink_is_refused_up_front(data, tmp_path
     (out / "checkpoint").rename(elsewhere)
     (out / "checkpoint").symlink_to(elsewhere)
     kept = {p.name: p.read_bytes() for p in elsewhere.iterdir()}
-    result = invoke(train.main, ["--resume", "--out", out])
+    result = invoke(train.main, ["--resume", "--out", out, "--max-steps", "4"])
     assert result.exit_code == 1 and "symbolic link" in result.output
     assert (out / "checkpoint").is_symlink() and {p.name: p.read_bytes() for p in elsewhere.iterdir()} == kept
 

@@ -3,7 +3,10 @@ that a crash never leaves a half-written checkpoint behind, and never a non-fini
 
 Layout of `<run>/checkpoint/`:
     arrays.npz   params (`param/<name>`), Adam moments (`m/<name>`, `v/<name>`), uncompressed
-    state.json   {"format_version", "epoch", "step_in_epoch", "global_step", "updates", "rng"}
+    state.json   {"format_version", "epoch", "step_in_epoch", "global_step", "updates", "rng", "run"}
+                 "run" (engine/run/phases.py): what the run had recorded when the checkpoint was taken (its
+                 metrics.jsonl lines, early-stopping state, last evaluation), so that a resumed run
+                 redoes exactly what came after
 A new checkpoint is written to `checkpoint.tmp/` and swapped in by two renames:
 checkpoint -> checkpoint.old, checkpoint.tmp -> checkpoint. A process killed in between leaves a
 complete checkpoint.tmp and a checkpoint.old; a full disk leaves a partial checkpoint.tmp.
@@ -26,16 +29,19 @@ class CheckpointError(ValueError):
     """A checkpoint that must not be written or used; the message names it and why."""
 
 
-def save_checkpoint(run_dir: Path, params: dict, state: AdamState, position: dict, rng_state, to_host) -> Path:
-    final = Path(run_dir) / "checkpoint"
-    tmp = Path(run_dir) / "checkpoint.tmp"
+def save_checkpoint(run_dir: Path, params: dict, state: AdamState, position: dict, rng_state, to_host,
+                    run_state: dict | None = None, name: str = "checkpoint") -> Path:
+    """Write `run_dir`/`name` (default checkpoint/) by the swap described above. -> its path."""
+    final = Path(run_dir) / name
+    tmp = Path(run_dir) / f"{name}.tmp"
+    old = Path(run_dir) / f"{name}.old"
     arrays = {f"param/{k}": to_host(v) for k, v in params.items()}
     arrays.update({f"m/{k}": to_host(v) for k, v in state.m.items()})
     arrays.update({f"v/{k}": to_host(v) for k, v in state.v.items()})
     bad = non_finite_arrays(arrays)
     if bad:  # the training loop stops before this; kept so no caller can write a poisoned checkpoint
         raise CheckpointError(f"{final}: not written, {len(bad)} array(s) hold inf or nan ({', '.join(bad[:4])})")
-    for path in (final, tmp, Path(run_dir) / "checkpoint.old"):
+    for path in (final, tmp, old):
         if path.is_symlink():
             raise CheckpointError(f"{path}: is a symbolic link; the checkpoint swap would replace it")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -43,11 +49,12 @@ def save_checkpoint(run_dir: Path, params: dict, state: AdamState, position: dic
     with open(tmp / "arrays.npz", "wb") as f:
         np.savez(f, **arrays)
     info = {"format_version": FORMAT_VERSION, "updates": state.updates, "rng": rng_state, **position}
+    if run_state is not None:
+        info["run"] = run_state
     (tmp / "state.json").write_text(json.dumps(info))
     for path in (tmp / "arrays.npz", tmp / "state.json"):
         with open(path, "rb") as f:
             os.fsync(f.fileno())
-    old = Path(run_dir) / "checkpoint.old"
     shutil.rmtree(old, ignore_errors=True)
     if final.exists():
         final.rename(old)
@@ -70,6 +77,14 @@ def is_complete(path: Path) -> bool:
             return bool(archive.namelist())
     except (OSError, ValueError, zipfile.BadZipFile):
         return False
+
+
+def global_step_of(path: Path) -> int | None:
+    """The global step of the whole checkpoint in `path`, or None if it is absent or incomplete."""
+    if not is_complete(path):
+        return None
+    step = json.loads((Path(path) / "state.json").read_text()).get("global_step")
+    return step if isinstance(step, int) else None
 
 
 def recover_checkpoint(run_dir: Path) -> str | None:

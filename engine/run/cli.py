@@ -16,6 +16,7 @@ from engine.run.checkpoint import read_state, recover_checkpoint
 from engine.run.config import LOG_EVERY, REFERENCE_EPOCHS, SYNTHETIC_EPOCHS, RunConfig, options_from_config, resolve
 from engine.run.directory import claim_run_dir, clear_run_files, locked
 from engine.run.errors import TrainingError
+from engine.run.phases import finished
 from engine.run.options import COUNT, NON_NEGATIVE, POSITIVE_INT, PROBABILITY_BELOW_ONE, SEED
 from engine.run.process import SingleProcess
 from engine.run.report import auc_text, number_text
@@ -156,18 +157,19 @@ def explicit_options(ctx: click.Context, opts: dict) -> frozenset:
 
 
 def refuse_finished_run(out: Path, cfg: RunConfig, root: bool = True) -> None:
-    """--resume of a run whose checkpoint is at the end of its last epoch: nothing is left to train.
-    root: this process may finish an interrupted checkpoint swap (under MPI, rank 0 alone)."""
+    """--resume of a run with nothing left to do (engine/run/phases.py's finished: no step left and its
+    final_metrics.json written). root: this process may finish an interrupted checkpoint swap (under
+    MPI, rank 0 alone)."""
     recovered = recover_checkpoint(out) if root else None
     if recovered:
         print(f"{out}: {recovered}")
     state = out / "checkpoint" / "state.json"
     if state.is_file():
         position = read_state(state.parent)
-        if position.get("epoch", 0) >= cfg.epochs:
-            raise TrainingError(f"{out}: the run already finished (all {cfg.epochs} epochs, global step "
-                                f"{position.get('global_step')}); its results are in {out / 'final_metrics.json'}. "
-                                f"Evaluate it with python -m engine.evaluate --run {out}")
+        if finished(out, cfg, position):
+            raise TrainingError(f"{out}: the run already finished (global step {position.get('global_step')}); "
+                                f"its results are in {out / 'final_metrics.json'}. Evaluate it with "
+                                f"python -m engine.evaluate --run {out}, or train on with --max-steps N (0: every epoch)")
 
 
 def apply_config_file(ctx: click.Context, opts: dict) -> dict:

@@ -6,12 +6,12 @@ the base batch (its baseline command) and the CowClip rule at any other batch. T
 split come from the data's meta.json. A resumed run takes its saved config.json; --config takes a saved
 config.json too, with the flags given on the command line winning.
 """
-import json
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 from engine.run.reference import differences_line
+from engine.run.settings import OPTION_OF_FIELD, read_settings
 from engine.scaling import (DATASET_BASES, default_init_stddev, format_hyperparameters, resolve_auto,
                             scale_hyperparameters)
 from models import canonical_model_name
@@ -161,29 +161,36 @@ def require_valid_split(meta: dict, data: str) -> None:
 
 
 def _resumed(opts: dict, explicit: frozenset) -> tuple[RunConfig, Path]:
-    """The saved configuration of the run in --out; only RESUME_MAY_CHANGE may be given anew."""
+    """The saved configuration of the run in --out, checked as the command line's options are; only
+    RESUME_MAY_CHANGE may be given anew, and what is not given anew stays as saved (--max-steps too)."""
     if not opts["out"]:
         raise ValueError("--resume needs --out, the run directory to continue")
-    cfg = RunConfig(**saved_config(Path(opts["out"]) / "config.json"))
+    path = Path(opts["out"]) / "config.json"
+    cfg = RunConfig(**read_settings(path))
+    check_run_config(cfg, path)
     conflicts = resume_conflicts(cfg, opts, explicit)
     if conflicts:
         raise ValueError(f"--resume continues {opts['out']} as it was started; these options differ from its "
                          f"config.json: {'; '.join(conflicts)}. Drop them, or start a new run with another --out")
-    cfg.max_steps = opts["max_steps"]  # a resumed run may be given a new stopping point
-    if "device" in explicit:           # and another device (same arithmetic; bitwise only on the same one)
+    if "max_steps" in explicit:   # a resumed run may be given a new stopping point; else it keeps its own
+        cfg.max_steps = opts["max_steps"]
+    if "device" in explicit:      # and another device (same arithmetic; bitwise only on the same one)
         cfg.device = opts["device"]
     print(f"resuming {opts['out']}: {format_hyperparameters(cfg.hp)}")
     return cfg, Path(opts["out"])
 
 
-def saved_config(path: Path) -> dict:
-    """config.json of a run -> the RunConfig fields it holds (derived entries dropped)."""
-    try:
-        saved = json.loads(Path(path).read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: not valid JSON ({error}); the run directory is damaged") from None
-    names = {f.name for f in fields(RunConfig)}
-    return {k: v for k, v in saved.items() if k in names}
+def check_run_config(cfg: RunConfig, source) -> None:
+    """What no single option's range can say, for a config from any source (the command line, --config,
+    a saved config.json): the options must agree with one another."""
+    if cfg.accum > cfg.bs:
+        raise ValueError(f"{source}: accum {cfg.accum} is larger than the batch ({cfg.bs}); it must be between "
+                         f"1 and bs")
+    if cfg.opt not in OPTIMIZERS:
+        raise ValueError(f"{source}: opt {cfg.opt!r} is not implemented; the engine has {', '.join(OPTIMIZERS)} "
+                         f"(Keras Adam, as the reference)")
+    if cfg.dataset not in DATASET_BASES:
+        raise ValueError(f"{source}: unknown dataset {cfg.dataset!r}; choose one of {sorted(DATASET_BASES)}")
 
 
 def resume_conflicts(cfg: RunConfig, opts: dict, explicit: frozenset) -> list:
@@ -225,26 +232,28 @@ def _same(name: str, given, saved) -> bool:
     return given == saved
 
 
-# --config: RunConfig field -> the option that sets it
-_OPTION_OF_FIELD = {"epochs": "epoch", "embed_dim": "sparse_embed_dim"}
+# --config: the hyperparameters the scaling rule derives from the options it reads
 _DERIVED = ("lr", "lr_embed", "l2", "clip", "bound", "warmup", "init_stddev")
 _RULE_INPUTS = ("bs", "base_bs", "scale_rule", "dataset")
 
 
 def options_from_config(opts: dict, path: str, given: set) -> dict:
-    """--config RUN/config.json: the saved run's settings as options, the flags in `given` winning.
+    """--config RUN/config.json: the saved run's settings as options, the flags in `given` winning; the
+    result goes through resolve() as a command line does, so it resolves exactly as that command line.
 
-    The saved hyperparameters are taken as they were resolved, unless a flag that the scaling rule
-    reads (--bs, --base-bs, --scale-rule, --dataset) is given: then the rule derives them anew."""
-    saved = saved_config(Path(path))
+    The saved run's derived values (lr, lr_embed, l2, clip, bound, warmup, init_stddev) are taken as it
+    resolved them, unless a flag that the scaling rule reads (--bs, --base-bs, --scale-rule, --dataset)
+    is given: then the rule derives all of them anew, as it would with no --config."""
+    rederive = bool(given & set(_RULE_INPUTS))
+    saved = read_settings(path, may_omit=frozenset(given) | ({"hp", "init_stddev"} if rederive else set()))
     merged = dict(opts)
     for name, value in saved.items():
-        option = _OPTION_OF_FIELD.get(name, name)
-        if name == "hp":
+        option = OPTION_OF_FIELD.get(name, name)
+        if name == "hp" or option in _DERIVED:
             continue
         if option in merged and option not in given:
             merged[option] = value
-    if not given & set(_RULE_INPUTS):
+    if not rederive:
         for key in _DERIVED:
             if key not in given:
                 merged[key] = saved["init_stddev"] if key == "init_stddev" else saved["hp"][key]

@@ -5,8 +5,9 @@
     locked            an exclusive flock on <run>/.lock while a process trains into the directory
     data_fingerprint  sha256 of the dataset's meta.json bytes (its schema, split sizes, the source
                       file's checksum): recorded in config.json, checked on resume and by evaluate
-    truncate_metrics  metrics.jsonl cut back to a checkpoint's step, so a resumed run does not
-                      log the steps after the checkpoint twice
+    truncate_metrics  metrics.jsonl cut back to the lines its checkpoint counted, so a resumed run
+                      logs nothing twice and redoes every record that came after the checkpoint
+Every file here is written by replace, never through a link (engine/run/files.py).
 """
 import contextlib
 import fcntl
@@ -15,6 +16,8 @@ import json
 import os
 import shutil
 from pathlib import Path
+
+from engine.run.files import own, write_replace
 
 # what engine.train writes into a run directory; --overwrite removes these and nothing else
 RUN_FILES = ("config.json", "metrics.jsonl", "final_metrics.json", "early_stop.json", "profile.txt")
@@ -78,6 +81,7 @@ def locked(out: Path):
     flock is released by the kernel when the process dies, so a killed run never leaves a stale lock
     (the .lock file stays, empty of meaning, and is reused)."""
     out.mkdir(parents=True, exist_ok=True)
+    own(out / LOCK_NAME)   # a lock file shared with a linked copy of the run would lock both, and get our pid
     with open(out / LOCK_NAME, "a+") as handle:
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -112,9 +116,10 @@ def data_fingerprint(data_dir) -> str:
     return "sha256:" + hashlib.sha256((Path(data_dir) / "meta.json").read_bytes()).hexdigest()
 
 
-def truncate_metrics(path: Path, step: int) -> int:
-    """Keep the records of metrics.jsonl up to global step `step` (and drop a torn last line); written to
-    a temp file and renamed. -> number of records dropped."""
+def truncate_metrics(path: Path, step: int, records: int | None = None) -> int:
+    """Cut metrics.jsonl back to what its checkpoint covered: the first `records` lines when the checkpoint
+    counted them, else (an older checkpoint) the records up to global step `step`; a torn last line goes
+    too. Written by replace. -> number of lines dropped."""
     if not path.exists():
         return 0
     kept, dropped = [], 0
@@ -123,23 +128,22 @@ def truncate_metrics(path: Path, step: int) -> int:
     except UnicodeDecodeError as error:
         raise RunDirError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start}); the run's log is "
                           f"damaged: restore it or move it aside to resume") from None
-    for number, line in enumerate(lines, start=1):
+    for index, line in enumerate(lines):
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
             dropped += 1
             continue
         if not is_metrics_record(record):
-            raise RunDirError(f"{path}, line {number}: not a metrics record ({line[:40]}): an object with an integer "
-                              f"\"step\" is expected; fix or remove the line to resume (nothing was changed)")
-        if record.get("step", 0) <= step:
+            raise RunDirError(f"{path}, line {index + 1}: not a metrics record ({line[:40]}): an object with an "
+                              f"integer \"step\" is expected; fix or remove the line to resume (nothing was changed)")
+        covered = index < records if records is not None else record.get("step", 0) <= step
+        if covered:
             kept.append(line)
         else:
             dropped += 1
     if dropped:
-        tmp = path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(line + "\n" for line in kept))
-        os.replace(tmp, path)
+        write_replace(path, "".join(line + "\n" for line in kept))
     return dropped
 
 

@@ -4,7 +4,8 @@ import time
 
 from engine.evaluate import evaluate
 from engine.run.checkpoint import load_checkpoint, save_checkpoint
-from engine.run.early_stop import best_dir
+from engine.run.early_stop import PENDING, best_dir
+from engine.run.phases import kill_point
 from engine.run.report import metrics_text, write_record
 
 
@@ -12,6 +13,7 @@ def evaluate_now(job, epoch: int) -> dict:
     """Test metrics of the current parameters, logged and printed. -> the record."""
     t0 = time.perf_counter()
     result = job.process.evaluate(job.model, job.params, job.test, job.kernels)
+    kill_point("evaluating", job.global_step)
     record = {"type": "eval", "epoch": epoch + 1, "step": job.global_step, **result,
               "eval_seconds": time.perf_counter() - t0, "elapsed": time.perf_counter() - job.started,
               "samples_per_s": job.samples_per_s}
@@ -22,6 +24,7 @@ def evaluate_now(job, epoch: int) -> dict:
         observe_valid(job, epoch, record)
     if job.process.is_root:
         write_record(job, record)
+    kill_point("eval", job.global_step)
     beside = f"  (Bayes-optimal AUC {bayes['test_auc']:.4f}, logloss {bayes['test_logloss']:.4f})" if bayes else ""
     print(f"[eval] epoch {epoch + 1} step {job.global_step}: {early_stop_text(job, record)}"
           f"{metrics_text(result)}{beside}; "
@@ -42,13 +45,15 @@ def early_stop_text(job, record: dict) -> str:
 
 
 def observe_valid(job, epoch: int, record: dict) -> None:
-    """--early-stop: valid metrics into `record`; a new best is checkpointed into RUN/best/."""
+    """--early-stop: valid metrics into `record`; a new best is checkpointed into RUN/best/pending, made
+    RUN/best/checkpoint by the run's next checkpoint (engine/run/early_stop.py)."""
     valid = evaluate(job.model, job.params, job.valid, job.kernels)
     record.update({f"valid_{k}": v for k, v in valid.items()})
     if job.early.observe(valid["auc"], job.global_step):
         position = {"epoch": epoch, "step_in_epoch": 0, "global_step": job.global_step}
         save_checkpoint(best_dir(job.out), job.params, job.state, position, job.rng.bit_generator.state,
-                        job.kernels.to_host)
+                        job.kernels.to_host, name=PENDING)
+        kill_point("best", job.global_step)
     job.early.save(job.out)
     job.stopped = job.early.should_stop
 

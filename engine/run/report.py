@@ -13,15 +13,22 @@ import numpy as np
 
 from engine.evaluate import json_safe
 from engine.optim import AdamState
+from engine.run.files import append_line, fsync_file, write_replace
 from engine.run.progress import eta_seconds, format_duration
 
 PROFILE_STEPS = (80, 100)   # --profile: the reference's TensorBoard profile_batch '80,100'
+RUNNING = 50                # the running loss is the mean of the epoch's last RUNNING losses
 
 
 def append_record(path: Path, record: dict) -> None:
-    """One metrics.jsonl line."""
-    with open(path, "a") as f:
-        f.write(json.dumps(json_safe(record), allow_nan=False) + "\n")
+    """One metrics.jsonl line (appended to this run's own file, never through a link: engine/run/files.py)."""
+    append_line(path, json.dumps(json_safe(record), allow_nan=False))
+
+
+def metrics_lines(path: Path) -> int:
+    """The lines of metrics.jsonl, flushed to disk first: what a checkpoint counts (engine/run/phases.py)."""
+    fsync_file(path)
+    return path.read_bytes().count(b"\n")
 
 
 def write_record(job, record: dict) -> None:
@@ -35,7 +42,7 @@ def log_step(job, epoch: int, loss: float, running: list, info: dict) -> None:
     if not job.process.is_root:
         return
     record = {"type": "step", "epoch": epoch + 1, "step": job.global_step, "loss": loss,
-              "running_loss": float(np.mean(running[-50:])), "lr": info["lr"],
+              "running_loss": float(np.mean(running[-RUNNING:])), "lr": info["lr"],
               "lr_embed": job.step_config.lr_embed, "samples_per_s": job.samples_per_s,
               "elapsed": time.perf_counter() - job.started}
     record.update({k: v for k, v in info.items() if k.startswith(("audit.", "norm."))})
@@ -103,6 +110,6 @@ def profile_steps(job) -> None:
         text = io.StringIO()
         pstats.Stats(job.profiler, stream=text).sort_stats("cumulative").print_stats(40)
         if job.process.is_root:
-            (job.out / "profile.txt").write_text(f"steps {first}-{last}\n" + text.getvalue())
+            write_replace(job.out / "profile.txt", f"steps {first}-{last}\n" + text.getvalue())
             print(f"[profile] steps {first}-{last}: {job.out / 'profile.txt'}", flush=True)
         job.profiler = None

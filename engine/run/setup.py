@@ -11,6 +11,7 @@ from engine.optim import AdamState, warmup_updates
 from engine.run.checkpoint import load_checkpoint, recover_checkpoint
 from engine.run.config import RunConfig
 from engine.run.directory import truncate_metrics
+from engine.run.files import write_replace
 from engine.run.footprint import check_fits, estimate
 from engine.run.guards import check_train_rows, zero_clip_warning
 from engine.step import StepConfig
@@ -60,10 +61,11 @@ def write_config(out: Path, cfg: RunConfig, step_config, schema, device_line: st
     from dataio.meta import vocabulary_digest
 
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps({**asdict(cfg), "step_config": asdict(step_config),
-                                                 "schema": asdict(schema), "device_line": device_line,
-                                                 "data_fingerprint": fingerprint,
-                                                 "vocab_digest": vocabulary_digest(cfg.data)}, indent=2, default=str))
+    write_replace(out / "config.json", json.dumps({**asdict(cfg), "step_config": asdict(step_config),
+                                                   "schema": asdict(schema), "device_line": device_line,
+                                                   "data_fingerprint": fingerprint,
+                                                   "vocab_digest": vocabulary_digest(cfg.data)},
+                                                  indent=2, default=str))
 
 
 def split_on_device(data: str, split: str, xp) -> dict:
@@ -75,13 +77,14 @@ def split_on_device(data: str, split: str, xp) -> dict:
 
 def resume_from_checkpoint(out: Path, model, xp, is_root: bool = True) -> tuple[dict, AdamState, dict]:
     """The checkpoint in `out` (after finishing an interrupted swap), checked against the model, and
-    metrics.jsonl cut back to its step. -> (params, Adam state, position). is_root: this process may
+    metrics.jsonl cut back to the lines it counted. -> (params, Adam state, position). is_root: this process may
     change the run directory (under MPI, rank 0 alone; the others only read)."""
     recovered = recover_checkpoint(out) if is_root else None
     if recovered:
         print(f"{out}: {recovered}")
     params, state, position = load_checkpoint(out, xp.asarray, model.param_shapes())
-    dropped = truncate_metrics(out / "metrics.jsonl", position["global_step"]) if is_root else 0
+    lines = (position.get("run") or {}).get("metrics_lines")
+    dropped = truncate_metrics(out / "metrics.jsonl", position["global_step"], lines) if is_root else 0
     print(f"resumed from {out / 'checkpoint'} at epoch {position['epoch'] + 1}, step {position['step_in_epoch']} "
           f"(global step {position['global_step']})" + (f"; dropped {dropped} metrics.jsonl line(s) logged "
                                                         f"after it" if dropped else ""))
