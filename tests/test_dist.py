@@ -146,7 +146,8 @@ def test_resume_on_two_ranks_ends_bitwise_equal(runs, data, tmp_path):
     parts = tmp_path / "parts"
     train(2, parts, data, "--shard-tables", "--max-steps", "7")
     assert json.loads((parts / "checkpoint" / "state.json").read_text())["global_step"] == 7
-    result = launch(2, DRIVER, "--float64", "--resume", "--dist", "mpi", "--out", str(parts))
+    result = launch(2, DRIVER, "--float64", "--resume", "--dist", "mpi", "--out", str(parts),
+                    "--max-steps", "0")   # lifts the saved stop: every epoch
     assert result.returncode == 0, result.stderr[-3000:]
     whole, resumed = arrays(runs["sharded"]), arrays(parts)
     for name in whole:
