@@ -57,7 +57,7 @@ def test_resume_ends_bitwise_equal_to_an_uninterrupted_run(tiny_data, tmp_path):
     # "kill" after 7 steps (mid-epoch: 10 steps per epoch), then resume to the end
     assert _invoke([*common, "--out", str(parts), "--max-steps", "7"]).exit_code == 0
     assert json.loads((parts / "checkpoint" / "state.json").read_text())["global_step"] == 7
-    result = _invoke(["--resume", "--out", str(parts)])
+    result = _invoke(["--resume", "--out", str(parts), "--max-steps", "0"])   # lifts the stop: every epoch
     assert result.exit_code == 0, result.output
     p1, s1, i1 = load_checkpoint(whole, np.asarray)
     p2, s2, i2 = load_checkpoint(parts, np.asarray)

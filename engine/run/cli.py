@@ -153,7 +153,7 @@ def refuse_finished_run(out: Path, cfg: RunConfig, root: bool = True) -> None:
         if finished(out, cfg, position):
             raise TrainingError(f"{out}: the run already finished (global step {position.get('global_step')}); "
                                 f"its results are in {out / 'final_metrics.json'}. Evaluate it with "
-                                f"python -m engine.evaluate --run {out}, or train on with --max-steps N")
+                                f"python -m engine.evaluate --run {out}, or train on with --max-steps N (0: every epoch)")
 
 
 def apply_config_file(ctx: click.Context, opts: dict) -> dict:
