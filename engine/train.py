@@ -5,17 +5,16 @@
 This is the loop, the one place that joins the models, the data and the engine, read top to bottom:
 
     prepare        backend, data, model, parameters and Adam state (fresh or from the checkpoint)
-    for each epoch, for each batch:
+    for each epoch, for each batch, its phases in order (engine/run/phases.py):
         take_step      loss and gradients, then engine.step.apply_gradients (Algorithm 1)
-        log / evaluate / checkpoint at their cadences
-    evaluate at each epoch's end, checkpoint, and write final_metrics.json
+        log; evaluate at the cadence, the epoch's end and the last step; checkpoint (covers both)
+    final_metrics.json (with --early-stop, the best checkpoint's test metrics)
 
 One process and a rank of an MPI run are the same to it: `job.process` (engine/run/process.py's
 SingleProcess, or engine.dist's Distributed) answers for what differs. The command line is
 engine/run/cli.py, the settings engine/run/config.py, what is printed and logged engine/run/report.py.
 """
 import json
-import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -30,10 +29,9 @@ from engine.run.checkpoint import save_checkpoint
 from engine.run.config import OPTIMIZERS, RunConfig
 from engine.run.directory import check_fingerprint, data_fingerprint, refuse_links
 from engine.run.early_stop import EarlyStopping, settle_best
-from engine.run.errors import Diverged
 from engine.run.evaluations import best_test_metrics, evaluate_now
 from engine.run.files import write_replace
-from engine.run.guards import divergence
+from engine.run.guards import diverged, divergence
 from engine.run.phases import kill_point, run_state, starts_over
 from engine.run.process import SingleProcess
 from engine.run.progress import compile_notice
@@ -101,16 +99,14 @@ def run(cfg: RunConfig, out: Path, resume: bool, clip_rule: ClipRule = COWCLIP, 
     for epoch in range(position["epoch"], cfg.epochs):
         if job.stopped or reached_max_steps(cfg, job.global_step):   # resumed with no step left to take
             break
-        start_step = position["step_in_epoch"] if epoch == position["epoch"] else 0
-        train_epoch(job, epoch, start_step)
+        train_epoch(job, epoch, position["step_in_epoch"] if epoch == position["epoch"] else 0)
         if job.stopped or reached_max_steps(cfg, job.global_step):
             break
     if job.last_eval is None or job.last_eval["step"] != job.global_step:   # no step taken since
         job.last_eval = evaluate_now(job, max(min(epoch, cfg.epochs - 1), 0))
-    last_eval = job.last_eval
-    final = {**last_eval, "steps": job.global_step, "wall_seconds": time.perf_counter() - job.started}
+    final = {**job.last_eval, "steps": job.global_step, "wall_seconds": time.perf_counter() - job.started}
     if job.early is not None:
-        final = {**best_test_metrics(job), "last": last_eval, "steps": job.global_step,
+        final = {**best_test_metrics(job), "last": job.last_eval, "steps": job.global_step,
                  "stopped_early": job.stopped, "wall_seconds": final["wall_seconds"]}
         kill_point("score", job.global_step)
     final.update(job.process.summary(job.params, job.state))
@@ -213,8 +209,8 @@ def take_step(job: Job, batch, epoch: int, step_in_epoch: int) -> tuple[float, d
     loss, grads = job.process.loss_and_grads(job.model, params, batch, job.kernels, job.rng, job.cfg.accum)
     info = apply_gradients(job.model, params, grads, state, job.step_config, job.kernels, audit=job.cfg.audit)
     loss, problem = divergence(loss, params, state, job.kernels)   # the step's one read-back, after the update
-    if problem:                                                      # (counted: this is step job.global_step)
-        stop_diverged(job, problem, epoch, step_in_epoch, loss, taken=True)
+    if problem:   # the update is made and counted: this is step job.global_step; nothing of it is saved
+        raise diverged(problem, job.global_step, epoch, step_in_epoch, loss, job.checkpoint_step, job.out)
     job.process.after_step(params, state, job.global_step)   # under MPI, replicas compared every K steps
     job.steps_run += 1
     job.train_seconds += time.perf_counter() - t0
@@ -222,19 +218,6 @@ def take_step(job: Job, batch, epoch: int, step_in_epoch: int) -> tuple[float, d
     if job.cfg.log and job.global_step % job.cfg.log_every == 0:
         info.update(parameter_norms(params, grads, state))
     return loss, info
-
-
-def stop_diverged(job: Job, problem: str, epoch: int, step_in_epoch: int, loss: float, taken: bool = False) -> None:
-    """Stop at the step that went wrong (engine/run/guards.py), naming the checkpoint really on disk.
-    taken: the step's update has been made (and counted in job.global_step). Raises Diverged, which
-    carries the step and its loss (None when not finite)."""
-    if job.checkpoint_step is None:
-        kept = "no checkpoint had been written yet"
-    else:
-        kept = f"the last good checkpoint (global step {job.checkpoint_step}) is kept in {job.out / 'checkpoint'}"
-    step = job.global_step if taken else job.global_step + 1
-    raise Diverged(f"{problem} at global step {step} (epoch {epoch + 1}, batch {step_in_epoch}); {kept}",
-                   step=step, loss=loss if math.isfinite(loss) else None)
 
 
 def reached_max_steps(cfg: RunConfig, global_step: int) -> bool:

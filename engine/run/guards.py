@@ -19,8 +19,11 @@ scaled for --bs (engine/scaling.py), so a batch that can never be that large tra
 ones. A configuration whose CowClip threshold is zero for every row is warned about.
 """
 import math
+from pathlib import Path
 
 import numpy as np
+
+from engine.run.errors import Diverged
 
 LOSS_LIMIT = 100 * math.log(2)
 
@@ -95,3 +98,15 @@ def zero_clip_warning(clip: float, bound: float, init_stddev: float, has_embed_t
         return ("warning: --bound 0 with --init_stddev 0 makes the CowClip threshold zero for every embedding "
                 "row, so the embeddings never move; give --bound > 0, --init_stddev > 0 or --clip 0")
     return None
+
+
+def diverged(problem: str, step: int, epoch: int, step_in_epoch: int, loss: float, checkpoint_step: int | None,
+             out: Path) -> Diverged:
+    """The error that stops a run at the step that went wrong, naming the checkpoint really on disk. It
+    carries the step and its loss (None when not finite): the scaling study records a diverged cell."""
+    if checkpoint_step is None:
+        kept = "no checkpoint had been written yet"
+    else:
+        kept = f"the last good checkpoint (global step {checkpoint_step}) is kept in {out / 'checkpoint'}"
+    return Diverged(f"{problem} at global step {step} (epoch {epoch + 1}, batch {step_in_epoch}); {kept}",
+                    step=step, loss=loss if math.isfinite(loss) else None)
