@@ -84,13 +84,10 @@ CONFIG_FIELDS = {"model": ("a string", lambda v: isinstance(v, str)),
 
 def read_run_config(run_dir: Path) -> dict:
     """RUN/config.json with the fields evaluation reads checked, naming the file and the key."""
+    from engine.run.files import read_json_object
+
     path = run_dir / "config.json"
-    try:
-        config = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: not valid JSON ({error})") from None
-    if not isinstance(config, dict):
-        raise ValueError(f"{path}: must be a JSON object, not {type(config).__name__}")
+    config = read_json_object(path)
     for key, (what, ok) in CONFIG_FIELDS.items():
         if key not in config and key in ("model", "data", "embed_dim"):
             raise ValueError(f"{path}: lacks {key!r}; is {run_dir} a run directory of engine.train?")

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.optim import AdamState
+from engine.run.files import read_json_object
 
 FORMAT_VERSION = 1
 
@@ -145,12 +146,7 @@ STATE_COUNTERS = ("epoch", "step_in_epoch", "global_step", "updates")
 def read_state(path: Path) -> dict:
     """checkpoint/state.json, every field the loop reads checked for its type (file and key named)."""
     where = path / "state.json"
-    try:
-        info = json.loads(where.read_text())
-    except json.JSONDecodeError as error:
-        raise CheckpointError(f"{where}: not valid JSON ({error})") from None
-    if not isinstance(info, dict):
-        raise CheckpointError(f"{where}: must be a JSON object, not {type(info).__name__}")
+    info = read_json_object(where, CheckpointError)
     if info.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{path}: checkpoint format {info.get('format_version')!r}, expected {FORMAT_VERSION}")
     for key in STATE_COUNTERS:

@@ -11,6 +11,7 @@ with links (`cp -rs run snap`, `cp -al run snap`) stays a copy when either one i
 metrics.jsonl is appended to rather than rewritten per line (a long run logs tens of thousands of
 lines); a kill mid-line leaves a torn last line that --resume cuts (engine/run/directory.py truncate_metrics).
 """
+import json
 import os
 from pathlib import Path
 
@@ -56,3 +57,14 @@ def fsync_file(path) -> None:
     """Flush `path`'s bytes to disk (metrics.jsonl before a checkpoint that counts its lines)."""
     with open(path, "rb") as f:
         os.fsync(f.fileno())
+
+
+def read_json_object(path, error: type = ValueError) -> dict:
+    """A file that must hold one JSON object; anything else raises `error` naming the file."""
+    try:
+        value = json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as problem:
+        raise error(f"{path}: not valid JSON ({problem})") from None
+    if not isinstance(value, dict):
+        raise error(f"{path}: must be a JSON object, not {type(value).__name__}")
+    return value
