@@ -13,9 +13,11 @@ skips its per-step check (a host sync on a device).
 
 `train_reader` is what engine/train.py calls: this reader when the array module is not NumPy,
 BatchReader would hold the split in memory (the same order), and the split takes at most
-DEVICE_SHARE of the device's free memory; else BatchReader with batches copied to the device.
-Not done: BatchReader's streaming order (splits above its in_memory_bytes, e.g. full Criteo at
-the default 4 GiB) is not reproduced here, so such splits keep the host reader.
+DEVICE_SHARE of the device's free memory; else BatchReader's host batches, copied to the device
+through a ring of pinned host buffers, asynchronously on the current stream (dataio/pinned.py,
+PinnedBatchReader). The pinned path is tested with a stand-in for CuPy only; it has not run on a
+GPU. Not done: BatchReader's streaming order (splits above its in_memory_bytes, e.g. full Criteo
+at the default 4 GiB) is not reproduced here, so such splits keep the host reader.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from typing import Iterator
 
 import numpy as np
 
+from dataio.pinned import CupyPinned, PinnedBatchReader
 from dataio.reader import _ARRAYS, BatchReader, read_split
 from dataio.schema import Batch, CheckedBatch
 
@@ -69,14 +72,15 @@ def split_bytes(reader: BatchReader) -> int:
     return reader.num_rows * 4 * (len(reader.vocab_sizes) + reader.num_dense + 1)
 
 
-def train_reader(data_dir, batch_size: int, seed: int, xp, free_device_bytes: int | None = None):
-    """The training loop's reader: on a device, the split kept there when it fits (see above)."""
-    to_device = None if xp is np else xp.asarray
-    reader = BatchReader(data_dir, "train", batch_size, shuffle=True, seed=seed, to_device=to_device)
-    if xp is np or not reader.in_memory:
+def train_reader(data_dir, batch_size: int, seed: int, xp, free_device_bytes: int | None = None, pinned=None):
+    """The training loop's reader: on a device, the split kept there when it fits, else host
+    batches copied through pinned buffers (see above). `pinned`: CupyPinned() unless given."""
+    reader = BatchReader(data_dir, "train", batch_size, shuffle=True, seed=seed)
+    if xp is np:
         return reader
-    if free_device_bytes is None:
-        free_device_bytes = xp.cuda.Device().mem_info[0]
-    if split_bytes(reader) > DEVICE_SHARE * free_device_bytes:
-        return reader
-    return DeviceBatchReader(data_dir, "train", batch_size, xp=xp, shuffle=True, seed=seed)
+    if reader.in_memory:
+        if free_device_bytes is None:
+            free_device_bytes = xp.cuda.Device().mem_info[0]
+        if split_bytes(reader) <= DEVICE_SHARE * free_device_bytes:
+            return DeviceBatchReader(data_dir, "train", batch_size, xp=xp, shuffle=True, seed=seed)
+    return PinnedBatchReader(reader, CupyPinned() if pinned is None else pinned)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from dataio.device_reader import DeviceBatchReader, split_bytes, train_reader
+from dataio.pinned import PinnedBatchReader
 from dataio.reader import BatchReader
 
 
@@ -30,6 +31,7 @@ def test_train_reader_keeps_the_split_on_the_device_only_when_it_fits(data_dir):
     fake_cupy = types.SimpleNamespace(asarray=np.asarray, sort=np.sort, take=np.take)   # a non-NumPy module
     fits = train_reader(data_dir, 128, 0, fake_cupy, free_device_bytes=10**9)
     assert isinstance(fits, DeviceBatchReader)
-    too_big = train_reader(data_dir, 128, 0, fake_cupy, free_device_bytes=split_bytes(fits.order) * 2)
-    assert isinstance(too_big, BatchReader) and too_big.to_device is np.asarray
+    too_big = train_reader(data_dir, 128, 0, fake_cupy, free_device_bytes=split_bytes(fits.order) * 2,
+                           pinned=object())
+    assert isinstance(too_big, PinnedBatchReader) and isinstance(too_big.reader, BatchReader)
     assert isinstance(train_reader(data_dir, 128, 0, np), BatchReader)
