@@ -45,6 +45,16 @@ class EarlyStopping:
         self.since_best += 1
         return False
 
+    RECORDED = ("best_valid_auc", "best_step", "since_best", "last_step")   # what a checkpoint keeps
+
+    def recorded(self) -> dict:
+        """The state a checkpoint records (engine/run/phases.py run_state); patience comes from the settings."""
+        return {k: getattr(self, k) for k in self.RECORDED}
+
+    @classmethod
+    def from_recorded(cls, patience: int, recorded: dict) -> "EarlyStopping":
+        return cls(patience, **{k: recorded[k] for k in cls.RECORDED if k in recorded})
+
     @property
     def should_stop(self) -> bool:
         return self.since_best >= self.patience
@@ -59,10 +69,7 @@ class EarlyStopping:
         path = Path(run_dir) / STATE_FILE
         if recorded is None and path.is_file():
             recorded = json.loads(path.read_text())
-        if recorded is None:
-            return cls(patience)
-        fields = ("best_valid_auc", "best_step", "since_best", "last_step")
-        return cls(patience, **{k: recorded[k] for k in fields if k in recorded})
+        return cls(patience) if recorded is None else cls.from_recorded(patience, recorded)
 
 
 def best_dir(run_dir: Path) -> Path:

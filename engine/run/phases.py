@@ -31,6 +31,10 @@ import os
 import signal
 from pathlib import Path
 
+from engine.run.checkpoint import recover_checkpoint
+from engine.run.early_stop import EarlyStopping, settle_best
+from engine.run.files import write_replace
+
 KILL_AT = "COWCLIP_KILL_AT"
 PHASES = ("step", "log", "evaluating", "eval", "best", "checkpoint", "score", "final")
 
@@ -52,10 +56,6 @@ def starts_over(out: Path, writes: bool) -> bool:
     fresh start (metrics.jsonl emptied, a half-written best/ removed); the run then starts again from
     step 0, which is what it would have done. False when there is a checkpoint to resume from (a swap
     cut off is finished first). writes: this process may change the run directory (rank 0 under MPI)."""
-    from engine.run.checkpoint import recover_checkpoint
-    from engine.run.early_stop import settle_best
-    from engine.run.files import write_replace
-
     recovered = recover_checkpoint(out) if writes else None
     if recovered:
         print(f"{out}: {recovered}")
@@ -73,10 +73,7 @@ def run_state(lines: int, early, last_eval: dict | None, running: list) -> dict:
     written, the last evaluation, the epoch's recent losses (the logged running loss is their mean) and
     the early-stopping state."""
     return {"metrics_lines": lines, "last_eval": last_eval, "running": list(running),
-            "early_stop": None if early is None else {"best_valid_auc": early.best_valid_auc,
-                                                      "best_step": early.best_step,
-                                                      "since_best": early.since_best,
-                                                      "last_step": early.last_step}}
+            "early_stop": None if early is None else early.recorded()}
 
 
 def steps_left(cfg, position: dict, recorded: dict | None) -> bool:
@@ -87,8 +84,8 @@ def steps_left(cfg, position: dict, recorded: dict | None) -> bool:
     if cfg.max_steps and position.get("global_step", 0) >= cfg.max_steps:
         return False
     early = (recorded or {}).get("early_stop")
-    if cfg.early_stop and early and early.get("since_best", 0) >= cfg.early_stop:
-        return False
+    if cfg.early_stop and early:
+        return not EarlyStopping.from_recorded(cfg.early_stop, early).should_stop
     return True
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from engine.cowclip import ClipRule
 from engine.optim import AdamState, warmup_updates
-from engine.run.checkpoint import load_checkpoint, recover_checkpoint
+from engine.run.checkpoint import load_checkpoint
 from engine.run.config import RunConfig
 from engine.run.directory import truncate_metrics
 from engine.run.files import write_replace
@@ -76,12 +76,10 @@ def split_on_device(data: str, split: str, xp) -> dict:
 
 
 def resume_from_checkpoint(out: Path, model, xp, is_root: bool = True) -> tuple[dict, AdamState, dict]:
-    """The checkpoint in `out` (after finishing an interrupted swap), checked against the model, and
-    metrics.jsonl cut back to the lines it counted. -> (params, Adam state, position). is_root: this process may
-    change the run directory (under MPI, rank 0 alone; the others only read)."""
-    recovered = recover_checkpoint(out) if is_root else None
-    if recovered:
-        print(f"{out}: {recovered}")
+    """The checkpoint in `out`, checked against the model, and metrics.jsonl cut back to the lines it
+    counted. -> (params, Adam state, position). An interrupted swap was finished before, by
+    engine/run/phases.py starts_over. is_root: this process may change the run directory (under MPI,
+    rank 0 alone; the others only read)."""
     params, state, position = load_checkpoint(out, xp.asarray, model.param_shapes())
     lines = (position.get("run") or {}).get("metrics_lines")
     dropped = truncate_metrics(out / "metrics.jsonl", position["global_step"], lines) if is_root else 0
