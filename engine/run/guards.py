@@ -52,8 +52,8 @@ def divergence(loss, params: dict, state, kernels) -> tuple[float, str | None]:
         else:
             arrays = [*params.values(), *state.m.values(), *state.v.values()]
             indicator = xp.stack([a.sum(dtype=xp.float64) for a in arrays]).sum()
-        loss, indicator = (float(x) for x in np.asarray(_to_host(xp.stack([xp.asarray(loss, dtype=xp.float64),
-                                                                           xp.asarray(indicator, dtype=xp.float64)]))))
+        loss, indicator = (float(x) for x in kernels.to_host(xp.stack([xp.asarray(loss, dtype=xp.float64),
+                                                                           xp.asarray(indicator, dtype=xp.float64)])))
     if flag is not None:
         flag[...] = 0
     problem = loss_problem(loss)
@@ -62,10 +62,6 @@ def divergence(loss, params: dict, state, kernels) -> tuple[float, str | None]:
         problem = (f"{len(bad)} parameter or Adam moment array(s) hold inf or nan after the update "
                    f"({', '.join(bad[:3])})")
     return loss, problem
-
-
-def _to_host(array):
-    return array.get() if hasattr(array, "get") else array
 
 
 def non_finite_state(params: dict, state, xp) -> list:
