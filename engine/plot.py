@@ -26,6 +26,7 @@ from pathlib import Path
 import click
 
 from engine.run.errors import TrainingError
+from engine.run.files import read_json_object
 
 X_AXES = ("samples", "epochs", "steps")
 X_TITLES = {"samples": "samples seen", "epochs": "epochs", "steps": "global step (updates)"}
@@ -88,13 +89,7 @@ def read_config(run_dir: Path) -> dict:
     path = run_dir / "config.json"
     if not path.is_file():
         return {}
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise TrainingError(f"{path}: not a JSON run configuration ({error})")
-    if not isinstance(config, dict):
-        raise TrainingError(f"{path}: a JSON object was expected")
-    return config
+    return read_json_object(path, TrainingError)
 
 
 def short_label(config: dict, run_dir: Path) -> str:
